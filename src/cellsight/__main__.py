@@ -1,0 +1,3 @@
+from cellsight.cli.main import app
+
+app(prog_name="cellsight")

@@ -1,0 +1,197 @@
+"""`cellsight`: train a station's model, evaluate it honestly, inspect images.
+
+A thin layer: every command parses its options, shows progress and calls `cellsight.workflows`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from cellsight import __version__
+from cellsight.cli.progress import console, progress_bars
+
+app = typer.Typer(
+    name="cellsight",
+    help="AI visual inspection for battery and solar-cell lines. Start with `cellsight train --help`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    # Never wrapped or parsed as markup: a file path in the message must stay intact for grep and logs.
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _fail(f"--option expects key=value, got {pair!r}")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Data set: a folder in MVTec layout, a CSV manifest, or 'elpv'.")],
+    out: Annotated[Path, typer.Option(help="Model file to write (safetensors + JSON metadata).")],
+    detector: Annotated[str, typer.Option(help="Detector: patchcore (deep, good-only) or classical.")] = "patchcore",
+    backbone: Annotated[str | None, typer.Option(help="timm backbone (deep detectors).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Working resolution in pixels (square).")] = None,
+    overkill: Annotated[float, typer.Option(help="Target false-call rate on good images.")] = 0.05,
+    escape: Annotated[
+        float | None, typer.Option(help="Target escape rate instead (needs labelled defects).")
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of good train images held out to set the threshold (no val split).")
+    ] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed for the hold-out split and sampling.")] = 0,
+    model_version: Annotated[str | None, typer.Option(help="Version label stored in the model.")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable).")
+    ] = None,
+) -> None:
+    """Fit a detector on good images, set its threshold, and write the model file."""
+    from cellsight.data.sources import load_dataset
+    from cellsight.workflows.train import Policy
+    from cellsight.workflows.train import train as run_train
+
+    options = _parse_options(option or [])
+    if backbone is not None:
+        options["backbone"] = backbone
+    if image_size is not None:
+        options["image_size"] = image_size
+    try:
+        dataset = load_dataset(data)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    policy: Policy = "escape" if escape is not None else "overkill"
+    target = escape if escape is not None else overkill
+    console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
+    try:
+        with progress_bars() as bars:
+            result = run_train(
+                dataset, out, detector, options, policy, target, val_fraction, seed, model_version, bars
+            )
+    except (ValueError, TypeError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    cal = result.calibration
+    console.print(
+        f"fitted on {len(result.split.fit)} good images in {result.fit_seconds:.1f} s; threshold set for "
+        f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
+    )
+    console.print(f"wrote {out} (sha256 {result.content_hash[:16]})")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
+    data: Annotated[str, typer.Option(help="Labelled data set: MVTec folder, CSV manifest, or 'elpv'.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all metrics as JSON here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
+    split: Annotated[str, typer.Option(help="Which split to evaluate on.")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
+) -> None:
+    """Score a labelled split: AUROC, AP, F1max, escape and overkill with 95% intervals, report."""
+    from cellsight.data.sources import load_dataset
+    from cellsight.modelfile import ModelFileError, load_model
+    from cellsight.workflows.evaluate import evaluate as run_eval
+
+    try:
+        loaded = load_model(model)
+        dataset = load_dataset(data)
+    except (ModelFileError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        with progress_bars() as bars:
+            report = run_eval(
+                loaded, dataset, split, batch_size, bars("inspect", len(dataset.select(split=split)))
+            )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    op = report.operating_point
+    table = Table(title=f"{loaded.detector.name} on {report.dataset}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("image AUROC", f"{report.image_auroc:.4f}")
+    table.add_row("image AP", f"{report.image_ap:.4f}")
+    table.add_row("image F1max", f"{report.image_f1max:.4f}")
+    if report.pixel_auroc is not None:
+        table.add_row("pixel AUROC", f"{report.pixel_auroc:.4f}")
+        table.add_row("AUPRO (FPR<=0.3)", f"{report.aupro:.4f}")
+    table.add_row("escape (defective passed)", op.escape.describe())
+    table.add_row("overkill (good rejected)", op.overkill.describe())
+    table.add_row("accuracy", f"{op.accuracy:.2%}")
+    table.add_row("throughput", f"{report.predict_images_per_second:.1f} images/s")
+    console.print(table)
+    if json_out is not None:
+        report.write_json(json_out)
+        console.print(f"wrote {json_out}")
+    if html_out is not None:
+        report.write_html(html_out)
+        console.print(f"wrote {html_out}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    out: Annotated[Path, typer.Option(help="Results, one JSON object per line.")],
+    heatmaps: Annotated[Path | None, typer.Option(help="Folder for heat-map overlay PNGs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
+) -> None:
+    """Inspect images: verdict (OK/NG/ERROR), score (0.5 = threshold) and heat map for each.
+
+    Files that cannot be read are ERROR rows, never OK; the rest go on. Exit code 3 when any file
+    could not be inspected, 0 otherwise.
+    """
+    from cellsight.cli.predict_output import write_predictions
+    from cellsight.data.images import list_images
+    from cellsight.modelfile import ModelFileError, load_model
+
+    try:
+        loaded = load_model(model)
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from exc
+    files: list[Path] = []
+    for path in paths:
+        files.extend(list_images(path) if path.is_dir() else [path])
+    if not files:
+        raise _fail("no images found in the given paths")
+    with progress_bars() as bars:
+        counts = write_predictions(loaded, files, out, heatmaps, batch_size, bars("inspect", len(files)))
+    summary = ", ".join(f"{verdict} {count}" for verdict, count in counts.items())
+    console.print(f"{len(files)} images: {summary}; wrote {out}")
+    if counts.get("ERROR", 0):
+        raise typer.Exit(3)
+
+
+@app.command()
+def info(model: Annotated[Path, typer.Argument(help="Model file.")]) -> None:
+    """Show what a model file holds: detector, version, threshold, training set, versions."""
+    from cellsight.modelfile import ModelFileError, load_model
+
+    try:
+        loaded = load_model(model)
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from exc
+    console.print_json(json.dumps({"content_sha256": loaded.content_hash, **loaded.metadata}))
+
+
+@app.command()
+def version() -> None:
+    """Print cellsight's version."""
+    typer.echo(__version__)

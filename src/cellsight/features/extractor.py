@@ -1,0 +1,107 @@
+"""Patch features for anomaly detection: resize, normalise, run the backbone, pool, join the levels.
+
+Each output vector describes one patch of the working image at the shallowest requested level's stride
+(8 px for EfficientNet-Lite levels 2 and 3). A 3x3 average over neighbours gives every patch a little
+context (PatchCore's "locally aware" features); deeper levels are upsampled and concatenated.
+The extractor owns its backbone weights so that a model file carries everything that produced its scores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellsight.data.images import to_float01, to_gray, to_rgb
+from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    backbone: str
+    layers: tuple[int, ...]
+    image_size: int
+    channels: int  # 1: images are converted to gray before the backbone; 3: to RGB
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backbone": self.backbone,
+            "layers": list(self.layers),
+            "image_size": self.image_size,
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FeatureConfig:
+        layers = data["layers"]
+        assert isinstance(layers, list)
+        return cls(
+            backbone=str(data["backbone"]),
+            layers=tuple(int(v) for v in layers),
+            image_size=int(str(data["image_size"])),
+            channels=int(str(data["channels"])),
+        )
+
+
+class PatchFeatureExtractor:
+    """Images (any size, 8/16-bit, gray or RGB) -> (N, h, w, D) float32 patch features."""
+
+    def __init__(self, config: FeatureConfig, model: nn.Module) -> None:
+        self.config = config
+        self.model = model.eval()
+        self.spec = backbone_spec(config.backbone)
+        self._frozen: torch.jit.ScriptModule | None = None
+
+    def _forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone, traced and frozen on first use: BatchNorm folded into the convolutions.
+
+        About 1.7x faster than eager mode on a 2-core CPU. The working size is fixed per model, so
+        the shapes the trace bakes in (TF "same" padding) never change; the batch size may.
+        """
+        if self._frozen is None:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
+                traced = torch.jit.trace(self.model, batch[:1], check_trace=False)
+                self._frozen = torch.jit.freeze(traced.eval())
+        return list(self._frozen(batch))
+
+    @classmethod
+    def pretrained(cls, config: FeatureConfig) -> PatchFeatureExtractor:
+        """With the offline ImageNet weights of the configured backbone."""
+        return cls(config, create_feature_extractor(config.backbone, config.layers))
+
+    @classmethod
+    def from_state(cls, config: FeatureConfig, state: dict[str, torch.Tensor]) -> PatchFeatureExtractor:
+        """With the exact weights stored in a model file."""
+        return cls(config, build_feature_extractor(config.backbone, config.layers, state))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {key: value.detach().contiguous() for key, value in self.model.state_dict().items()}
+
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Resize to the working size and scale to [0, 1]: (N, S, S) gray or (N, S, S, 3) RGB float32."""
+        size = self.config.image_size
+        convert = to_gray if self.config.channels == 1 else to_rgb
+        out = [cv2.resize(to_float01(convert(image)), (size, size), interpolation=cv2.INTER_AREA) for image in images]
+        return np.stack(out).astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        from cellsight.features.backbones import preprocess
+
+        batch = preprocess(self.prepare(images), self.spec)
+        levels = self._forward(batch.contiguous(memory_format=torch.channels_last))
+        target = levels[0].shape[-2:]
+        pooled = []
+        for level in levels:
+            level = F.avg_pool2d(level, kernel_size=3, stride=1, padding=1)
+            if level.shape[-2:] != target:
+                level = F.interpolate(level, size=target, mode="bilinear", align_corners=False)
+            pooled.append(level)
+        return torch.cat(pooled, dim=1).permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny generated inspection data set in the MVTec layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def _good_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A gridded cell with busbars, mild lighting drift and noise: like a small EL image."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    base = 150.0 + 20.0 * np.sin(x / size * np.pi) + rng.normal(0.0, 1.0)
+    image = base + rng.normal(0.0, 4.0, (size, size))
+    for column in (size // 3, 2 * size // 3):
+        image[:, column - 1 : column + 1] = 60.0
+    image[:: size // 8, :] -= 25.0
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _add_defect(image: np.ndarray, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    mask = np.zeros_like(image)
+    cx, cy = (int(v) for v in rng.integers(size // 5, 4 * size // 5, 2))
+    if kind == "crack":
+        angle = rng.uniform(0, np.pi)
+        dx, dy = int(np.cos(angle) * size / 4), int(np.sin(angle) * size / 4)
+        cv2.line(mask, (cx - dx, cy - dy), (cx + dx, cy + dy), 255, 2)
+        image = np.where(mask > 0, 20, image).astype(np.uint8)
+    else:  # dark spot
+        cv2.circle(mask, (cx, cy), max(3, size // 10), 255, -1)
+        image = np.where(mask > 0, image // 4, image).astype(np.uint8)
+    return image, mask
+
+
+def make_mvtec(root: Path, n_train: int = 40, n_test_good: int = 10, n_test_defect: int = 5, size: int = 96) -> Path:
+    rng = np.random.default_rng(7)
+    for folder in ("train/good", "test/good", "test/crack", "test/spot", "ground_truth/crack", "ground_truth/spot"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        cv2.imwrite(str(root / "train/good" / f"{i:03d}.png"), _good_image(rng, size))
+    for i in range(n_test_good):
+        cv2.imwrite(str(root / "test/good" / f"{i:03d}.png"), _good_image(rng, size))
+    for kind in ("crack", "spot"):
+        for i in range(n_test_defect):
+            image, mask = _add_defect(_good_image(rng, size), rng, kind)
+            cv2.imwrite(str(root / "test" / kind / f"{i:03d}.png"), image)
+            cv2.imwrite(str(root / "ground_truth" / kind / f"{i:03d}_mask.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_mvtec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_mvtec(tmp_path_factory.mktemp("tiny_mvtec"))

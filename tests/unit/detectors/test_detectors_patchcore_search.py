@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellsight.detectors.patchcore import PatchCore, _build_index
+
+
+def test_hnsw_search_finds_the_exact_neighbour_for_almost_every_query() -> None:
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(4000, 32)).astype(np.float32)
+    queries = (bank[rng.integers(0, 4000, 500)] + rng.normal(scale=0.3, size=(500, 32))).astype(np.float32)
+    exact, _ = _build_index(bank, "exact").search(queries, 1)
+    approx, _ = _build_index(bank, "hnsw").search(queries, 1)
+    assert np.all(approx[:, 0] >= exact[:, 0] - 1e-4)  # an approximate neighbour is never nearer
+    assert np.mean(np.isclose(approx[:, 0], exact[:, 0], rtol=1e-4)) > 0.95
+
+
+def test_unknown_search_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="search must be one of"):
+        PatchCore(search="annoy")
+
+
+def test_per_image_fraction_is_validated() -> None:
+    with pytest.raises(ValueError, match="per_image_fraction"):
+        PatchCore(per_image_fraction=0.0)
