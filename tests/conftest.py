@@ -11,7 +11,7 @@ import pytest
 
 def _good_image(rng: np.random.Generator, size: int) -> np.ndarray:
     """A gridded cell with busbars, mild lighting drift and noise: like a small EL image."""
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    x = np.mgrid[0:size, 0:size][1].astype(np.float32)
     base = 150.0 + 20.0 * np.sin(x / size * np.pi) + rng.normal(0.0, 1.0)
     image = base + rng.normal(0.0, 4.0, (size, size))
     for column in (size // 3, 2 * size // 3):

