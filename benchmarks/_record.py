@@ -56,7 +56,15 @@ def header(title: str) -> str:
         f"- machine: {machine()}\n"
         f"- command: `{command}`\n"
         f"- commit: {git_commit()}\n"
+        f"- load average at start: {load_average()} (other work on the machine inflates times)\n"
     )
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def write_section(key: str, body: str) -> None:

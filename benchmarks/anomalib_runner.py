@@ -61,6 +61,7 @@ MODELS = ("padim", "patchcore")
 LATENCY_SAMPLE = 50
 LATENCY_WARMUP = 3
 PROBE_ITERATIONS = 24
+PROBE_IMAGES = 128
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -289,55 +290,57 @@ def plan_patchcore(
 ) -> dict[str, Any]:
     """Largest evenly-spaced fit subset whose predicted PatchCore fit time stays within `budget_s`.
 
-    Measured, not assumed: features of all fit images are extracted once (seconds per image), then
-    anomalib's own KCenterGreedy runs PROBE_ITERATIONS greedy steps on all of them (its projection fit
-    and transform are timed too). A greedy step scans every patch row once, so for n images (P = n x
-    patches per image rows, k = ratio x P centres) the prediction is
-        extract x n + projection(P) + k x step(P),  step(P) = step(P_all) x P / P_all.
-    The planning work is reported separately and not counted in fit_seconds.
+    Measured, not assumed: the features of up to PROBE_IMAGES evenly spaced fit images are extracted
+    (seconds per image), then anomalib's own KCenterGreedy runs PROBE_ITERATIONS greedy steps on them (its
+    projection fit + transform timed apart). A greedy step scans every projected patch row once, so for n
+    images (P = n x rows per image, D(P) = the projection's Johnson-Lindenstrauss width, k = ratio x P):
+        fit(n) = extract x n + (projection(P_probe) + k x step(P_probe)) x P D(P) / (P_probe D(P_probe)).
+    On this machine that over-predicts below the probe size (smaller scans are cheaper per row) and was
+    within ~10 % above it. The planning work is reported apart and not counted in fit_seconds.
     """
     import torch
     from anomalib.models.components import KCenterGreedy
 
     t0 = time.perf_counter()
-    extract(module, images, transform, batch_size)
+    probe_images = [images[i] for i in evenly_spaced(len(images), PROBE_IMAGES)]
+    extract(module, probe_images, transform, batch_size)
     embedding = torch.vstack(module.model.embedding_store)
     module.model.embedding_store.clear()
-    t_extract = time.perf_counter() - t0
-    rows_per_image = embedding.shape[0] // len(images)
+    per_image = (time.perf_counter() - t0) / len(probe_images)
+    rows_probe = int(embedding.shape[0])
+    rows_per_image = rows_probe // len(probe_images)
 
     t1 = time.perf_counter()
-    sampler = KCenterGreedy(embedding=embedding, sampling_ratio=PROBE_ITERATIONS / embedding.shape[0])
+    sampler = KCenterGreedy(embedding=embedding, sampling_ratio=PROBE_ITERATIONS / rows_probe)
     sampler.select_coreset_idxs()  # projection fit + transform + (coreset_size - 1) greedy steps
     t_probe = time.perf_counter() - t1
     probe_steps = max(sampler.coreset_size - 1, 1)
-    # Separate the projection (fit + matmul) from the steps by timing the projection alone.
     t2 = time.perf_counter()
     sampler.model.fit(embedding)
     sampler.model.transform(embedding)
     t_projection = time.perf_counter() - t2
-    step_all = max(t_probe - t_projection, 1e-9) / probe_steps
+    step = max(t_probe - t_projection, 1e-9) / probe_steps
     del sampler, embedding
-
-    n_all = len(images)
-    per_image = t_extract / n_all
+    work_probe = rows_probe * jl_dim(rows_probe)
 
     def predict(n: int) -> float:
         rows = n * rows_per_image
-        frac = rows / (n_all * rows_per_image)
-        return per_image * n + t_projection * frac + int(rows * ratio) * step_all * frac
+        scale = rows * jl_dim(rows) / work_probe
+        return per_image * n + (t_projection + int(rows * ratio) * step) * scale
 
-    chosen = n_all
-    while chosen > 1 and predict(chosen) > budget_s:
-        chosen = max(1, int(chosen * 0.97) if chosen > 40 else chosen - 1)
+    lo, hi = 1, len(images)  # largest n with predict(n) <= budget (predict grows with n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if predict(mid) <= budget_s else (lo, mid - 1)
     return {
         "budget_seconds": budget_s,
-        "chosen_fit_images": chosen,
-        "predicted_fit_seconds": predict(chosen),
-        "predicted_fit_seconds_all_images": predict(n_all),
+        "chosen_fit_images": lo,
+        "predicted_fit_seconds": predict(lo),
+        "predicted_fit_seconds_all_images": predict(len(images)),
+        "probe_images": len(probe_images),
         "measured_extract_seconds_per_image": per_image,
-        "measured_projection_seconds_all_images": t_projection,
-        "measured_greedy_step_seconds_all_images": step_all,
+        "measured_projection_seconds_probe": t_projection,
+        "measured_greedy_step_seconds_probe": step,
         "rows_per_image": rows_per_image,
         "planning_seconds": time.perf_counter() - t0,
     }
@@ -426,6 +429,7 @@ def run_model(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         api="anomalib.models.%s (Lightning module: training_step, fit, model(x).pred_score), driven by a plain "
         "loop instead of anomalib.engine.Engine" % ("Padim" if kind == "padim" else "Patchcore"),
         score="raw pred_score (no anomalib post-processing / normalisation)",
+        malloc_mmap_threshold=os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         timing_scope="fit_seconds and predict cover pre-processing transform + model on decoded images; "
         "PNG decode is decode_seconds",
         planning=plan,
@@ -490,6 +494,18 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def child_env() -> dict[str, str]:
+    """A fixed glibc mmap threshold for the model processes.
+
+    KCenterGreedy allocates a (patch rows x projection dim) temporary at every greedy step and keeps a small
+    tensor per step. Below glibc's dynamic mmap threshold (up to 32 MB: fewer than ~30 fit images here) those
+    temporaries come from the heap, and the kept small tensors fragment it: RSS then grows by one temporary
+    per step (24 GB and an OOM kill for 25 images on this machine). A fixed threshold keeps every large
+    temporary in its own mapping, as it already is for larger fits; it changes allocation only, not results.
+    """
+    return {"MALLOC_MMAP_THRESHOLD_": "4194304", **os.environ}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     models = list(dict.fromkeys(args.model or MODELS))
@@ -504,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for kind in models:
                 part = Path(tmp) / f"{kind}.json"
                 cmd = [sys.executable, __file__, "--spec", str(args.spec), "--out", str(part), "--model", kind]
-                subprocess.run([*cmd, "--in-process", *passthrough(args)], check=True)
+                subprocess.run([*cmd, "--in-process", *passthrough(args)], check=True, env=child_env())
                 results.update(json.loads(part.read_text())["models"])
     versions = next(iter(results.values()))["versions"] if results else {}
     payload = {"anomalib_version": versions.get("anomalib"), "versions": versions, "models": results}

@@ -1,0 +1,169 @@
+"""Speed side by side: fit time, peak memory, throughput and latency, and how PatchCore's fit grows.
+
+Each measurement runs in a fresh child process, so peak memory (max RSS) is that method's alone.
+anomalib's PaDiM and PatchCore run through `benchmarks/anomalib_runner.py` in `.venv-anomalib` on the same
+images (skipped when that environment is missing: `make anomalib-env`). Results are printed as ratios.
+
+    .venv/bin/python benchmarks/speed.py                      # ELPV table + scaling 100/1,000/10,000
+    .venv/bin/python benchmarks/speed.py --scaling 100 1000   # a shorter scaling run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import ROOT, header, save_json, write_section
+
+ANOMALIB_PYTHON = ROOT / ".venv-anomalib" / "bin" / "python"
+
+
+def child_measure(detector: str, n_fit: int, options: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Runs inside the child: fit on n_fit good images, then time predict at batch 1 and 16."""
+    import torch
+
+    from cellsight.data import LazyImages, load_dataset
+    from cellsight.detectors.registry import detector_class
+
+    torch.set_num_threads(threads)
+    dataset = load_dataset("elpv")
+    goods = dataset.select(split="train", defect_class="good").paths
+    images = _Augmented(LazyImages(goods), n_fit)
+    model = detector_class(detector)(**options)
+    started = time.perf_counter()
+    model.fit(images)
+    fit_seconds = time.perf_counter() - started
+    test = [LazyImages(dataset.select(split="test").paths)[i] for i in range(64)]
+    model.score_images(test[:16])  # warm-up (first-call tracing, caches)
+    started = time.perf_counter()
+    for start in range(0, 64, 16):
+        model.score_images(test[start : start + 16])
+    batched = 64 / (time.perf_counter() - started)
+    latencies = []
+    for image in test[:40]:
+        t = time.perf_counter()
+        model.score_images([image])
+        latencies.append((time.perf_counter() - t) * 1000.0)
+    bank = getattr(model, "memory_bank", None)
+    return {
+        "detector": detector, "n_fit": n_fit, "fit_seconds": fit_seconds,
+        "images_per_s_batch16": batched, "images_per_s_batch1": 1000.0 / float(np.mean(latencies)),
+        "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_p99": float(np.percentile(latencies, 99)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "bank_rows": None if bank is None else int(bank.shape[0]),
+    }
+
+
+class _Augmented:
+    """n images cycling through the good cells, flipped/rotated on later cycles: a larger good set."""
+
+    def __init__(self, base: Any, n: int) -> None:
+        self.base, self.n = base, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        cycle, i = divmod(index, len(self.base))
+        image = self.base[i]
+        image = np.rot90(image, cycle % 4) if cycle % 8 < 4 else np.fliplr(np.rot90(image, cycle % 4))
+        return np.ascontiguousarray(image)
+
+
+def run_child(detector: str, n_fit: int, options: dict[str, Any], threads: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", json.dumps([detector, n_fit, options, threads])]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_anomalib(n_fit: int, threads: int) -> list[dict[str, Any]]:
+    from cellsight.data import load_dataset
+    from cellsight.features.backbones import backbone_spec
+
+    dataset = load_dataset("elpv")
+    goods = dataset.select(split="train", defect_class="good").paths[:n_fit]
+    test = dataset.select(split="test").paths[:64]
+    spec = backbone_spec("tf_efficientnet_lite0")
+    rows = []
+    for model, extra in (("padim", {}), ("patchcore", {"coreset_sampling_ratio": 0.1})):
+        spec_json = {
+            "backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": 256,
+            "mean": list(spec.mean), "std": list(spec.std), "fit": [str(p) for p in goods],
+            "calibrate": [str(p) for p in test[:8]], "test": [str(p) for p in test], "patchcore": extra,
+            "threads": threads,
+        }
+        path, out = ROOT / "runs" / f"speed-spec-{model}.json", ROOT / "runs" / f"speed-{model}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(spec_json))
+        subprocess.run([str(ANOMALIB_PYTHON), str(ROOT / "benchmarks" / "anomalib_runner.py"), "--spec", str(path),
+                        "--out", str(out), "--model", model], check=True)
+        data = json.loads(out.read_text())["models"][model]
+        rows.append({"detector": f"anomalib {model}", "n_fit": len(goods), "fit_seconds": data["fit_seconds"],
+                     "images_per_s_batch16": data["predict_images_per_s"],
+                     "images_per_s_batch1": 1000.0 / data["latency_ms_p50"] if data.get("latency_ms_p50") else None,
+                     "latency_ms_p50": data.get("latency_ms_p50"), "latency_ms_p99": data.get("latency_ms_p99"),
+                     "peak_rss_mb": data.get("peak_rss_mb"), "bank_rows": None, "config": data.get("config")})
+    return rows
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-fit", type=int, default=100, help="good images for the side-by-side table")
+    parser.add_argument("--scaling", type=int, nargs="*", default=[100, 1000, 10000])
+    parser.add_argument("--skip-anomalib", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        detector, n_fit, options, threads = json.loads(args.child)
+        print(json.dumps(child_measure(detector, n_fit, options, threads)))
+        return
+
+    table = [run_child(name, args.n_fit, {}, args.threads) for name in ("patchcore", "classical")]
+    if not args.skip_anomalib and ANOMALIB_PYTHON.exists():
+        table += run_anomalib(args.n_fit, args.threads)
+    scaling = [run_child("patchcore", n, {}, args.threads) for n in args.scaling]
+    save_json("speed", {"table": table, "scaling": scaling})
+
+    reference = next((r for r in table if r["detector"] == "anomalib patchcore"), None)
+    lines = [header("Speed side by side (ELPV cells, 256x256)"),
+             f"Fit on {args.n_fit} good cells (anomalib PatchCore at its default 10% coreset), predict on 64 test "
+             "cells. Each row is its own process (peak RSS is that method's). Ratios are against anomalib "
+             "PatchCore in this run.", "",
+             "| method | fit (s) | images/s batch 16 | images/s batch 1 | latency p50 / p99 (ms) | peak RSS (MB) |"
+             " fit speed-up | predict speed-up |", "|---|---|---|---|---|---|---|---|"]
+    for row in table:
+        fit_ratio = predict_ratio = ""
+        if reference is not None:
+            fit_ratio = f"{reference['fit_seconds'] / row['fit_seconds']:.1f}x"
+            predict_ratio = f"{row['images_per_s_batch16'] / reference['images_per_s_batch16']:.1f}x"
+        lines.append(
+            f"| {row['detector']} | {_fmt(row['fit_seconds'])} | {_fmt(row['images_per_s_batch16'])} | "
+            f"{_fmt(row['images_per_s_batch1'])} | {_fmt(row['latency_ms_p50'])} / {_fmt(row['latency_ms_p99'])} | "
+            f"{_fmt(row['peak_rss_mb'], 0)} | {fit_ratio} | {predict_ratio} |")
+    lines += ["", "PatchCore fit as the good set grows (cells beyond 1,131 are flips/rotations of the real ones):", "",
+              "| good images | fit (s) | s per 1,000 images | memory bank rows | peak RSS (MB) |",
+              "|---|---|---|---|---|"]
+    for row in scaling:
+        per_thousand = row["fit_seconds"] / row["n_fit"] * 1000
+        lines.append(f"| {row['n_fit']} | {_fmt(row['fit_seconds'])} | {_fmt(per_thousand)} | "
+                     f"{row['bank_rows']} | {_fmt(row['peak_rss_mb'], 0)} |")
+    write_section("speed", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
