@@ -118,3 +118,27 @@ def test_unknown_data_is_a_clear_error(tmp_path: Path) -> None:
     result = cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "m.safetensors")
     assert result.returncode == 2
     assert "nowhere" in result.stderr
+
+
+def test_export_writes_a_verified_deployment_that_predicts_like_the_model(trained: Path, tiny_mvtec: Path,
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    result = cli("export", "--model", trained, "--out", out, "--images", tiny_mvtec / "test")
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in out.iterdir()} == {"backbone.onnx", "model.safetensors", "deploy.json"}
+    manifest = json.loads((out / "deploy.json").read_text())
+    assert manifest["verification"]["images"] == 20 and manifest["verification"]["verdicts_identical"]
+    assert manifest["verification"]["max_diff_over_threshold"] <= manifest["verification"][
+        "tolerance_diff_over_threshold"]
+    # The folder is a model for predict (torch-vs-ONNX exactness itself: tests/unit/deploy).
+    images = tiny_mvtec / "test"
+    assert cli("predict", "--model", out, images, "--out", tmp_path / "d.jsonl").returncode == 0
+    rows = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and {row["verdict"] for row in rows} <= {"OK", "NG"}
+    defective = [row["verdict"] for row in rows if "/good/" not in row["path"]]
+    assert defective.count("NG") >= len(defective) // 2
+    # An altered graph is refused with the file named.
+    onnx = out / "backbone.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10])
+    refused = cli("predict", "--model", out, images, "--out", tmp_path / "x.jsonl")
+    assert refused.returncode == 2 and "backbone.onnx" in refused.stderr

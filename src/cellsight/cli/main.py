@@ -147,7 +147,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
+    model: Annotated[Path, typer.Option(help="Model file, or a folder written by `cellsight export`.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
     out: Annotated[Path, typer.Option(help="Results, one JSON object per line.")],
     heatmaps: Annotated[Path | None, typer.Option(help="Folder for heat-map overlay PNGs.")] = None,
@@ -160,11 +160,12 @@ def predict(
     """
     from cellsight.cli.predict_output import write_predictions
     from cellsight.data.images import list_images
+    from cellsight.deploy import DeploymentError, load_deployment
     from cellsight.modelfile import ModelFileError, load_model
 
     try:
-        loaded = load_model(model)
-    except ModelFileError as exc:
+        loaded = load_deployment(model).model if model.is_dir() else load_model(model)
+    except (ModelFileError, DeploymentError) as exc:
         raise _fail(str(exc)) from exc
     files: list[Path] = []
     for path in paths:
@@ -177,6 +178,45 @@ def predict(
     console.print(f"{len(files)} images: {summary}; wrote {out}")
     if counts.get("ERROR", 0):
         raise typer.Exit(3)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
+    out: Annotated[Path, typer.Option(help="Deployment folder to write (backbone.onnx, model, deploy.json).")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Option(help="Images or folders to verify ONNX against torch on (default: generated probes)."),
+    ] = None,
+    max_images: Annotated[int, typer.Option(help="Use at most this many of --images.")] = 32,
+) -> None:
+    """Write the deployable form: the backbone as ONNX, verified to score like the model, with hashes."""
+    from cellsight.data.images import ImageReadError, list_images, read_image
+    from cellsight.deploy import DeploymentError, export_deployment
+    from cellsight.modelfile import ModelFileError
+
+    arrays = None
+    if images:
+        files: list[Path] = []
+        for path in images:
+            files.extend(list_images(path) if path.is_dir() else [path])
+        try:
+            arrays = [read_image(path) for path in files[:max_images]]
+        except ImageReadError as exc:
+            raise _fail(str(exc)) from exc
+        if not arrays:
+            raise _fail("no images found in the given --images paths")
+    try:
+        manifest = export_deployment(model, out, arrays)
+    except (ModelFileError, DeploymentError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    check = manifest["verification"]
+    console.print(
+        f"ONNX vs torch on {check['images']} {check['source']}: max |raw score diff| / threshold "
+        f"{check['max_diff_over_threshold']:.2e} (tolerance {check['tolerance_diff_over_threshold']:.0e}), "
+        f"verdicts identical"
+    )
+    console.print(f"wrote {out} (onnx sha256 {manifest['onnx']['sha256'][:16]})")
 
 
 @app.command()

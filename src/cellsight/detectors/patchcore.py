@@ -8,12 +8,17 @@ from the paper and from anomalib, it is for speed on a CPU without losing covera
 - both stages select on a fixed random projection of the features (as the paper does); the bank keeps
   the full vectors;
 - the global stage uses the batched exact greedy in `coreset.py` and faiss for every distance.
+
+Large images (line-scan webs): with `tile_size` set, images are not resized as a whole but cut into
+overlapping tiles at native resolution (`tiling.py`); each tile is one image for fitting (per-image
+coreset stage) and scoring, and the tile maps are blended back into one map at the image's size.
+The backbone runs on ONNX Runtime or TorchScript (`runtime`, see `features/extractor.py`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Self
 
 import cv2
@@ -24,8 +29,9 @@ import torch
 from cellsight.detectors.base import Detector, ProgressCallback
 from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
 from cellsight.detectors.registry import register
+from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
-from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor
+from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
 
 
 @register
@@ -48,11 +54,22 @@ class PatchCore(Detector):
         search: str = "hnsw",
         batch_size: int = 16,
         seed: int = 0,
+        runtime: str = "auto",
+        tile_size: int | None = None,
+        tile_overlap: int = 32,
     ) -> None:
+        """`tile_size` (native pixels) switches on tiling; it then is the working size and `image_size` is unused."""
         super().__init__()
         if not 0.0 < per_image_fraction <= 1.0:
             raise ValueError(f"per_image_fraction must be in (0, 1], got {per_image_fraction}")
-        self.features = FeatureConfig(backbone, tuple(layers), image_size, channels)
+        if tile_size is not None and not 0 <= tile_overlap < tile_size // 2:
+            raise ValueError(f"tile_overlap must be in [0, tile_size / 2), got {tile_overlap} for tile {tile_size}")
+        resolve_runtime(runtime)  # fail early on a typo or a missing onnxruntime
+        self.runtime = runtime
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        working_size = tile_size if tile_size is not None else image_size
+        self.features = FeatureConfig(backbone, tuple(layers), working_size, channels)
         # Only read at fit time; afterwards the weights live in the model file.
         self.backbone_weights = backbone_weights
         self.bank_size = bank_size
@@ -72,26 +89,61 @@ class PatchCore(Detector):
     @property
     def extractor(self) -> PatchFeatureExtractor:
         if self._extractor is None:
-            self._extractor = PatchFeatureExtractor.pretrained(self.features, self.backbone_weights)
+            self._extractor = PatchFeatureExtractor.pretrained(self.features, self.backbone_weights, self.runtime)
         return self._extractor
+
+    def use_runtime(self, runtime: str) -> None:
+        """Switch the backbone's runtime ("auto", "torch", "onnx") without touching the fitted state."""
+        resolve_runtime(runtime)
+        model = self.extractor.model
+        self.runtime = runtime
+        self._extractor = PatchFeatureExtractor(self.features, model, runtime)
+
+    def use_backbone_graph(self, onnx_bytes: bytes) -> None:
+        """Run the backbone from this exact ONNX graph (a verified deployment's), on ONNX Runtime."""
+        self.runtime = "onnx"
+        self._extractor = PatchFeatureExtractor(self.features, self.extractor.model, "onnx", onnx_bytes)
+
+    def _units(self, images: Sequence[np.ndarray]) -> Iterator[tuple[list[np.ndarray], int]]:
+        """Batches of what the backbone sees (whole images, or tiles), each with the images it completes."""
+        if self.tile_size is None:
+            for start in range(0, len(images), self.batch_size):
+                stop = min(start + self.batch_size, len(images))
+                yield [images[i] for i in range(start, stop)], stop - start
+            return
+        pending: list[np.ndarray] = []
+        done = 0
+        for i in range(len(images)):
+            image = images[i]
+            pending.extend(self._grid(image).cut(image))
+            done += 1
+            while len(pending) >= self.batch_size:
+                yield pending[: self.batch_size], done
+                pending, done = pending[self.batch_size :], 0
+        if pending or done:
+            yield pending, done
+
+    def _grid(self, image: np.ndarray) -> TileGrid:
+        assert self.tile_size is not None
+        return TileGrid(image.shape[0], image.shape[1], self.tile_size, self.tile_overlap)
 
     def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
         if len(images) == 0:
             raise ValueError("patchcore needs at least one good image to fit")
         projection: np.ndarray | None = None
         kept: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [images[i] for i in range(start, min(start + self.batch_size, len(images)))]
-            feats = self.extractor(batch).numpy()
-            n, h, w, dim = feats.shape
-            if projection is None:
-                projection = _random_projection(dim, self.projection_dim, self.seed)
-            keep = max(1, math.ceil(h * w * self.per_image_fraction))
-            patches = feats.reshape(n, h * w, dim)
-            chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, self.seed).numpy()
-            kept.append(np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim))
-            if progress is not None:
-                progress(n)
+        for batch, completed in self._units(images):
+            if batch:
+                feats = self.extractor(batch).numpy()
+                n, h, w, dim = feats.shape
+                if projection is None:
+                    projection = _random_projection(dim, self.projection_dim, self.seed)
+                keep = max(1, math.ceil(h * w * self.per_image_fraction))
+                patches = feats.reshape(n, h * w, dim)
+                chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, self.seed).numpy()
+                kept.append(np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim))
+            if progress is not None and completed:
+                progress(completed)
         assert projection is not None
         pool = np.concatenate(kept)
         chosen = greedy_coreset(pool @ projection, self.bank_size, seed=self.seed)
@@ -106,12 +158,11 @@ class PatchCore(Detector):
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         if self._index is None:
             raise RuntimeError("patchcore is not fitted")
-        feats = self.extractor(images).numpy()
-        n, h, w, dim = feats.shape
-        distances, _ = self._index.search(feats.reshape(-1, dim), 1)
-        patch_scores = np.sqrt(np.maximum(distances[:, 0], 0.0)).reshape(n, h, w)
+        if self.tile_size is not None:
+            return self._score_tiled(images)
+        patch_scores = self._patch_scores(images)
         size = self.features.image_size
-        scores = np.empty(n, dtype=np.float32)
+        scores = np.empty(len(images), dtype=np.float32)
         maps = []
         for i, image in enumerate(images):
             work = cv2.resize(patch_scores[i], (size, size), interpolation=cv2.INTER_LINEAR)
@@ -119,6 +170,34 @@ class PatchCore(Detector):
             scores[i] = float(work.max())
             height, width = image.shape[:2]
             maps.append(cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR))
+        return scores, maps
+
+    def _patch_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, h, w) distance of every patch to its nearest memory-bank patch."""
+        assert self._index is not None
+        feats = self.extractor(images).numpy()
+        n, h, w, dim = feats.shape
+        distances, _ = self._index.search(feats.reshape(-1, dim), 1)
+        return np.sqrt(np.maximum(distances[:, 0], 0.0)).reshape(n, h, w)
+
+    def _score_tiled(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per image: tile maps at native resolution, blended, then smoothed once over the whole map.
+
+        Smoothing after stitching (not per tile) keeps the blur's border handling away from tile edges.
+        """
+        size = self.features.image_size
+        scores = np.empty(len(images), dtype=np.float32)
+        maps = []
+        for i, image in enumerate(images):
+            grid = self._grid(image)
+            tiles = grid.cut(image)
+            tile_maps: list[np.ndarray] = []
+            for start in range(0, len(tiles), self.batch_size):
+                patch_scores = self._patch_scores(tiles[start : start + self.batch_size])
+                tile_maps.extend(cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores)
+            work = cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), self.smoothing_sigma)
+            scores[i] = float(work.max())
+            maps.append(work)
         return scores, maps
 
     # -- model file ------------------------------------------------------------------------------------
@@ -133,6 +212,9 @@ class PatchCore(Detector):
             "search": self.search,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "runtime": self.runtime,
+            "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap,
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -161,9 +243,12 @@ class PatchCore(Detector):
             search=str(config.get("search", "exact")),
             batch_size=int(config["batch_size"]),
             seed=int(config["seed"]),
+            runtime=str(config.get("runtime", "auto")),
+            tile_size=None if config.get("tile_size") is None else int(config["tile_size"]),
+            tile_overlap=int(config.get("tile_overlap", 32)),
         )
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
-        detector._extractor = PatchFeatureExtractor.from_state(features, backbone)
+        detector._extractor = PatchFeatureExtractor.from_state(features, backbone, detector.runtime)
         detector.memory_bank = tensors["memory_bank"].numpy()
         if "search_index" in tensors:
             detector._index = faiss.deserialize_index(tensors["search_index"].numpy())

@@ -4,6 +4,11 @@ Each output vector describes one patch of the working image at the shallowest re
 (8 px for EfficientNet-Lite levels 2 and 3). A 3x3 average over neighbours gives every patch a little
 context (PatchCore's "locally aware" features); deeper levels are upsampled and concatenated.
 The extractor owns its backbone weights so that a model file carries everything that produced its scores.
+
+Two runtimes run the backbone: "torch" (traced and frozen TorchScript) and "onnx" (the same weights
+exported to ONNX and run by ONNX Runtime, `onnx_backbone.py`). "auto", the default, picks ONNX when
+onnxruntime is installed: measured side by side it is ~2x faster on CPU at equal scores (BENCHMARKS.md,
+tiling section). The extractor runs on the CPU only; a CUDA path would be torch's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,20 @@ from torch import nn
 
 from cellsight.data.images import to_float01, to_gray, to_rgb
 from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
+from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx, onnxruntime_version
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def resolve_runtime(runtime: str) -> str:
+    """The runtime to use: "auto" is "onnx" when onnxruntime is installed, else "torch"."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "auto":
+        return "onnx" if onnxruntime_version() is not None else "torch"
+    if runtime == "onnx" and onnxruntime_version() is None:
+        raise ValueError("runtime 'onnx' needs the onnxruntime package; install it or use runtime='torch'")
+    return runtime
 
 
 @dataclass(frozen=True)
@@ -52,13 +71,31 @@ class FeatureConfig:
 class PatchFeatureExtractor:
     """Images (any size, 8/16-bit, gray or RGB) -> (N, h, w, D) float32 patch features."""
 
-    def __init__(self, config: FeatureConfig, model: nn.Module) -> None:
+    def __init__(
+        self, config: FeatureConfig, model: nn.Module, runtime: str = "auto", onnx_bytes: bytes | None = None
+    ) -> None:
+        """`onnx_bytes`: an already exported graph of these weights (a deployment folder's), else exported on use."""
         self.config = config
         self.model = model.eval()
         self.spec = backbone_spec(config.backbone)
+        self.runtime = resolve_runtime(runtime)
         self._frozen: torch.jit.ScriptModule | None = None
+        self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
+        if onnx_bytes is not None and self.runtime != "onnx":
+            raise ValueError("onnx_bytes given but the runtime is torch")
+
+    def onnx_bytes(self) -> bytes:
+        """The backbone as ONNX (the graph in use, or a fresh deterministic export of the weights)."""
+        return self._onnx.onnx_bytes if self._onnx is not None else export_onnx(self.model, self.config.image_size)
 
     def _forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        if self.runtime == "onnx":
+            if self._onnx is None:
+                self._onnx = OnnxBackbone(self.onnx_bytes())
+            return self._onnx(batch)
+        return self._forward_torch(batch)
+
+    def _forward_torch(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The backbone, traced and frozen on first use: BatchNorm folded into the convolutions.
 
         About 1.7x faster than eager mode on a 2-core CPU. The working size is fixed per model, so
@@ -72,23 +109,39 @@ class PatchFeatureExtractor:
         return list(self._frozen(batch))
 
     @classmethod
-    def pretrained(cls, config: FeatureConfig, weights: str | None = None) -> PatchFeatureExtractor:
+    def pretrained(
+        cls, config: FeatureConfig, weights: str | None = None, runtime: str = "auto"
+    ) -> PatchFeatureExtractor:
         """With the offline ImageNet weights of the backbone, or a local weights file for any timm model."""
-        return cls(config, create_feature_extractor(config.backbone, config.layers, weights=weights))
+        return cls(config, create_feature_extractor(config.backbone, config.layers, weights=weights), runtime)
 
     @classmethod
-    def from_state(cls, config: FeatureConfig, state: dict[str, torch.Tensor]) -> PatchFeatureExtractor:
-        """With the exact weights stored in a model file."""
-        return cls(config, build_feature_extractor(config.backbone, config.layers, state))
+    def from_state(
+        cls,
+        config: FeatureConfig,
+        state: dict[str, torch.Tensor],
+        runtime: str = "auto",
+        onnx_bytes: bytes | None = None,
+    ) -> PatchFeatureExtractor:
+        """With the exact weights stored in a model file (and, for a deployment, its verified ONNX graph)."""
+        return cls(config, build_feature_extractor(config.backbone, config.layers, state), runtime, onnx_bytes)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {key: value.detach().contiguous() for key, value in self.model.state_dict().items()}
 
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Resize to the working size and scale to [0, 1]: (N, S, S) gray or (N, S, S, 3) RGB float32."""
+        """Resize to the working size and scale to [0, 1]: (N, S, S) gray or (N, S, S, 3) RGB float32.
+
+        Images already at the working size (tiles) are only converted: no resampling.
+        """
         size = self.config.image_size
         convert = to_gray if self.config.channels == 1 else to_rgb
-        out = [cv2.resize(to_float01(convert(image)), (size, size), interpolation=cv2.INTER_AREA) for image in images]
+        out = []
+        for image in images:
+            work = to_float01(convert(image))
+            if work.shape[:2] != (size, size):
+                work = cv2.resize(work, (size, size), interpolation=cv2.INTER_AREA)
+            out.append(work)
         return np.stack(out).astype(np.float32, copy=False)
 
     @torch.inference_mode()
