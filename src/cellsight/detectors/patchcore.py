@@ -84,6 +84,7 @@ class PatchCore(Detector):
         self._extractor: PatchFeatureExtractor | None = None
         self.memory_bank: np.ndarray | None = None
         self._index: faiss.Index | None = None
+        self._device_bank: torch.Tensor | None = None
 
     # -- fitting -----------------------------------------------------------------------------------
     @property
@@ -134,7 +135,7 @@ class PatchCore(Detector):
         kept: list[np.ndarray] = []
         for batch, completed in self._units(images):
             if batch:
-                feats = self.extractor(batch).numpy()
+                feats = self.extractor(batch).cpu().numpy()
                 n, h, w, dim = feats.shape
                 if projection is None:
                     projection = _random_projection(dim, self.projection_dim, self.seed)
@@ -153,6 +154,7 @@ class PatchCore(Detector):
     def _set_bank(self, bank: np.ndarray) -> None:
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
         self._index = _build_index(self.memory_bank, self.search)
+        self._device_bank = None
 
     # -- scoring -----------------------------------------------------------------------------------
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -174,11 +176,16 @@ class PatchCore(Detector):
 
     def _patch_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, h, w) distance of every patch to its nearest memory-bank patch."""
-        assert self._index is not None
-        feats = self.extractor(images).numpy()
+        assert self._index is not None and self.memory_bank is not None
+        feats = self.extractor(images)
         n, h, w, dim = feats.shape
-        distances, _ = self._index.search(feats.reshape(-1, dim), 1)
-        return np.sqrt(np.maximum(distances[:, 0], 0.0)).reshape(n, h, w)
+        if feats.is_cuda:  # features already on the GPU: search there, exactly
+            if self._device_bank is None or self._device_bank.device != feats.device:
+                self._device_bank = torch.from_numpy(self.memory_bank).to(feats.device)
+            squared = nearest_squared_distances(feats.reshape(-1, dim), self._device_bank).cpu().numpy()
+        else:
+            squared = self._index.search(feats.numpy().reshape(-1, dim), 1)[0][:, 0]
+        return np.sqrt(np.maximum(squared, 0.0)).reshape(n, h, w)
 
     def _score_tiled(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Per image: tile maps at native resolution, blended, then smoothed once over the whole map.
@@ -258,6 +265,22 @@ class PatchCore(Detector):
 
 
 SEARCH_METHODS = ("hnsw", "exact")
+
+
+def nearest_squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    """Exact squared L2 distance from each query to its nearest bank row, with matrix products.
+
+    The GPU path's search (faiss-cpu has no GPU index): ||q||^2 - 2 q.b + ||b||^2, minimum over the bank,
+    in chunks of queries to bound memory, in float32 (distances are differences of large terms: half
+    precision here would cost accuracy that the backbone's half precision does not).
+    """
+    bank = bank.float()
+    bank_sq = bank.square().sum(1)
+    out = []
+    for part in queries.float().split(chunk):
+        products = torch.addmm(bank_sq, part, bank.T, alpha=-2.0)
+        out.append((products.min(dim=1).values + part.square().sum(1)).clamp_min_(0.0))
+    return torch.cat(out)
 
 
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index:

@@ -8,7 +8,9 @@ The extractor owns its backbone weights so that a model file carries everything 
 Two runtimes run the backbone: "torch" (traced and frozen TorchScript) and "onnx" (the same weights
 exported to ONNX and run by ONNX Runtime, `onnx_backbone.py`). "auto", the default, picks ONNX when
 onnxruntime is installed: measured side by side it is ~2x faster on CPU at equal scores (BENCHMARKS.md,
-tiling section). The extractor runs on the CPU only; a CUDA path would be torch's.
+tiling section). "cuda" runs the backbone eagerly in half precision (channels-last, batched) on an NVIDIA
+GPU and keeps the features there, so the nearest-neighbour search can run on the GPU too; "auto" picks it
+whenever torch sees a GPU. The model file is the same for every runtime.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cellsight.data.images import to_float01, to_gray, to_rgb
 from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
 from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx, onnxruntime_version
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "cuda")
 
 
 def resolve_runtime(runtime: str) -> str:
@@ -35,7 +37,11 @@ def resolve_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
         return "onnx" if onnxruntime_version() is not None else "torch"
+    if runtime == "cuda" and not torch.cuda.is_available():
+        raise ValueError("runtime 'cuda' needs an NVIDIA GPU that torch can see; use 'auto' or 'onnx'")
     if runtime == "onnx" and onnxruntime_version() is None:
         raise ValueError("runtime 'onnx' needs the onnxruntime package; install it or use runtime='torch'")
     return runtime
@@ -80,6 +86,7 @@ class PatchFeatureExtractor:
         self.spec = backbone_spec(config.backbone)
         self.runtime = resolve_runtime(runtime)
         self._frozen: torch.jit.ScriptModule | None = None
+        self._half: nn.Module | None = None
         self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
         if onnx_bytes is not None and self.runtime != "onnx":
             raise ValueError("onnx_bytes given but the runtime is torch")
@@ -93,7 +100,16 @@ class PatchFeatureExtractor:
             if self._onnx is None:
                 self._onnx = OnnxBackbone(self.onnx_bytes())
             return self._onnx(batch)
+        if self.runtime == "cuda":
+            return self._forward_half(batch, torch.device("cuda"))
         return self._forward_torch(batch)
+
+    def _forward_half(self, batch: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32."""
+        if self._half is None:
+            self._half = self.model.to(device=device, dtype=torch.float16, memory_format=torch.channels_last)
+        batch = batch.to(device=device, dtype=torch.float16, non_blocking=True)
+        return [level.float() for level in self._half(batch.contiguous(memory_format=torch.channels_last))]
 
     def _forward_torch(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """The backbone, traced and frozen on first use: BatchNorm folded into the convolutions.

@@ -24,3 +24,26 @@ def test_unknown_search_method_is_refused() -> None:
 def test_per_image_fraction_is_validated() -> None:
     with pytest.raises(ValueError, match="per_image_fraction"):
         PatchCore(per_image_fraction=0.0)
+
+
+def test_matrix_product_search_used_on_gpus_is_exact() -> None:
+    """The GPU path's search, run here on the CPU, against faiss's exact flat index."""
+    import torch
+
+    from cellsight.detectors.patchcore import nearest_squared_distances
+
+    rng = np.random.default_rng(1)
+    bank = rng.normal(size=(3000, 48)).astype(np.float32)
+    queries = rng.normal(size=(700, 48)).astype(np.float32)
+    expected, _ = _build_index(bank, "exact").search(queries, 1)
+    got = nearest_squared_distances(torch.from_numpy(queries), torch.from_numpy(bank), chunk=256).numpy()
+    np.testing.assert_allclose(got, expected[:, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_cuda_runtime_is_refused_without_a_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+        PatchCore(runtime="cuda")
