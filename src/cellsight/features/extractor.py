@@ -15,6 +15,7 @@ whenever torch sees a GPU. The model file is the same for every runtime.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,9 @@ class PatchFeatureExtractor:
     def _forward_half(self, batch: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32."""
         if self._half is None:
-            self._half = self.model.to(device=device, dtype=torch.float16, memory_format=torch.channels_last)
+            # A copy: nn.Module.to works in place, and the float32 CPU weights are what the model file stores.
+            half = copy.deepcopy(self.model).to(device=device, dtype=torch.float16)
+            self._half = half.to(memory_format=torch.channels_last)
         batch = batch.to(device=device, dtype=torch.float16, non_blocking=True)
         return [level.float() for level in self._half(batch.contiguous(memory_format=torch.channels_last))]
 
