@@ -70,7 +70,7 @@ def load_average() -> str:
 def write_section(key: str, body: str) -> None:
     """Replace (or append) the section between `<!-- bench:key -->` markers."""
     start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
-    block = f"{start}\n{body.rstrip()}\n{end}"
+    block = f"{start}\n{body.rstrip()}\n\n_Load average at the end of the run: {load_average()}._\n{end}"
     empty = "# Benchmarks\n\nEvery section is written by a script under benchmarks/; rerun its command.\n"
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else empty
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
