@@ -83,7 +83,8 @@ def run_ours(name: str, options: dict[str, Any], fit_paths: list[Path], calib: L
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{name}: fit {fit_seconds:.1f} s, {ips:.1f} images/s", flush=True)
     return summarise(f"cellsight {name}", calib_scores, test_scores, labels, classes, {
-        "fit_seconds": fit_seconds, "fit_images": len(fit_paths), "images_per_s": ips, "latency_ms_p50_batch1": float(np.median(latency)),
+        "fit_seconds": fit_seconds, "fit_images": len(fit_paths), "images_per_s": ips,
+        "latency_ms_p50_batch1": float(np.median(latency)),
         "peak_rss_mb_process": rss, "config": detector.config(),
     })
 
