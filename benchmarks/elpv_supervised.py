@@ -66,7 +66,7 @@ def evaluate(val_good: np.ndarray, test: np.ndarray, test_data: Dataset, thresho
         ovk = RateWithInterval.of(int((f & (y == 0)).sum()), int((y == 0).sum()))
         result[part] = {"accuracy": acc.describe(), "accuracy_rate": acc.rate, "escape": esc.describe(),
                         "escape_rate": esc.rate, "overkill": ovk.describe(), "overkill_rate": ovk.rate,
-                        "recall": 1.0 - esc.rate, "auroc": image_auroc(y.tolist(), test[keep]), "n": int(len(y))}
+                        "recall": 1.0 - esc.rate, "auroc": image_auroc(y.tolist(), test[keep]), "n": len(y)}
     preds = make_predictions(calibration, test, [np.zeros((1, 1), np.float32)] * len(test), 0.0)
     op = operating_point(labels, [p.verdict for p in preds], [i.defect_class for i in test_data])
     result["recall_per_class"] = {k: v.describe() for k, v in op.recall_per_class.items()}
@@ -103,22 +103,17 @@ def main() -> None:
     print(f"train goods {len(fit_good_idx)} + val goods {len(val_good_idx)}; train defects {len(defects)}; "
           f"test {len(test)} ({sum(test.labels)} defective)", flush=True)
 
-    # Good-only baselines.
     rows: dict[str, dict[str, Any]] = {
         "counts": {"train": len(train), "test": len(test), "test_defective": int(sum(test.labels))}
     }
-    raw: dict[str, dict[str, np.ndarray]] = {}
-    for name, det in (("classical", Classical()), ("patchcore", PatchCore())):
-        started = time.perf_counter()
-        det.fit(LazyImages(fit_good_paths))
-        fit_s = time.perf_counter() - started
-        raw[name] = {"val_good": scores_of(det, val_good_images), "test": scores_of(det, test_images)}
-        if name == "patchcore":
-            raw[name]["val_defect_pool"] = scores_of(det, LazyImages([defects.items[i].path for i in val_defect_pool]))
-        rows[name] = {"fit_seconds": fit_s, **evaluate(raw[name]["val_good"], raw[name]["test"], test)}
-        print(f"{name}: fit {fit_s:.0f} s, AUROC {rows[name]['all']['auroc']:.4f}", flush=True)
+    state: dict[str, Any] = {"rows": rows, "budgets": [], "n_val_goods": len(val_good_idx), "n_test": len(test),
+                             "supervised_config": Supervised(**options).config()}
 
-    # One encoding pass of the supervised frozen part over every train cell (2 views) and the test cells.
+    def checkpoint(final: bool = False) -> None:
+        """Results so far: a partial run still leaves its numbers (the full report needs every stage)."""
+        save_json("elpv_supervised" if final and not args.smoke else "elpv_supervised.partial", state)
+
+    # Supervised first (the headline), from one encoding pass over every train cell (views) and test cell.
     sup0 = Supervised(**options)
     classes = sorted({i.defect_class for i in defects})
     sup0.build(classes, segmentation=False)
@@ -126,13 +121,15 @@ def main() -> None:
     enc_train = sup0.encode(labelled_images(train), sup0.views)
     encode_s = time.perf_counter() - started
     enc_test = sup0.encode(labelled_images(test), 1)
+    state["encode_train_seconds"] = encode_s
     print(f"encoded train in {encode_s:.0f} s", flush=True)
     train_index = {item.path: i for i, item in enumerate(train)}
     good_pos = np.array([train_index[goods.items[i].path] for i in range(len(goods))])
     defect_pos = np.array([train_index[defects.items[i].path] for i in range(len(defects))])
 
-    budget_rows = []
-    for n in budgets:
+    sup_scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    budget_rows: list[dict[str, Any]] = state["budgets"]
+    for n in sorted(budgets, reverse=True):
         chosen = defect_order[:n]
         val_d, fit_d = chosen[: n_val_defects[n]], chosen[n_val_defects[n]:]
         fit_idx = np.concatenate([good_pos[fit_good_idx], defect_pos[fit_d]])
@@ -144,40 +141,57 @@ def main() -> None:
         loop_s = time.perf_counter() - started
         val_scores = sup.score_encoded(enc_train.subset(val_idx))
         test_scores = sup.score_encoded(enc_test)
+        sup_scores[n] = (val_scores, test_scores)
         sup_row = evaluate(val_scores[: len(val_good_idx)], test_scores, test)
         natural = evaluate(val_scores[: len(val_good_idx)], test_scores, test, threshold=0.0)
-        # Hybrid: logistic regression on validation [patchcore, supervised logit].
-        pc = raw["patchcore"]
-        pc_val = np.concatenate([pc["val_good"], pc["val_defect_pool"][: n_val_defects[n]]])
-        labels_val = np.r_[np.zeros(len(val_good_idx)), np.ones(n_val_defects[n])].astype(int)
-        hybrid = Hybrid().combine(pc_val, val_scores, labels_val)
-        hyb_val = hybrid.combine_scores(pc_val, val_scores)
-        hyb_test = hybrid.combine_scores(pc["test"], test_scores)
-        hyb_row = evaluate(hyb_val[: len(val_good_idx)], hyb_test, test)
-        row = {"n_defects": n, "n_fit_defects": len(fit_d), "n_val_defects": len(val_d),
-               "train_loop_seconds": loop_s, "epochs_run": len(sup.history), "best_epoch": sup.best_epoch,
-               "history": sup.history, "supervised": sup_row, "supervised_at_p05": natural, "hybrid": hyb_row,
-               "hybrid_weights": hybrid.config()["combination"]}
-        budget_rows.append(row)
-        print(f"budget {n}: loop {loop_s:.0f} s, {len(sup.history)} epochs, sup AUROC "
-              f"{sup_row['all']['auroc']:.4f} acc {sup_row['all']['accuracy_rate']:.4f}, hybrid AUROC "
-              f"{hyb_row['all']['auroc']:.4f}", flush=True)
+        budget_rows.append({
+            "n_defects": n, "n_fit_defects": len(fit_d), "n_val_defects": len(val_d), "train_loop_seconds": loop_s,
+            "epochs_run": len(sup.history), "best_epoch": sup.best_epoch, "history": sup.history,
+            "supervised": sup_row, "supervised_at_p05": natural,
+        })
+        print(f"budget {n}: loop {loop_s:.0f} s, {len(sup.history)} epochs, AUROC {sup_row['all']['auroc']:.4f} "
+              f"acc {sup_row['all']['accuracy_rate']:.4f} (p=0.5: {natural['all']['accuracy_rate']:.4f})", flush=True)
         if n == len(defects):
             check = sup.score_images([test_images[i] for i in range(16)])[0]
             deviation = float(np.abs(check - test_scores[:16]).max())
             print(f"cached vs score_images max |diff| {deviation:.2e}", flush=True)
             rows["supervised"] = {"fit_seconds": encode_s + loop_s, "cache_check_max_abs_diff": deviation, **sup_row}
             rows["supervised_at_p05"] = natural
-            rows["hybrid"] = {"fit_seconds": encode_s + loop_s + rows["patchcore"]["fit_seconds"], **hyb_row}
+        checkpoint()
 
-    if args.smoke:
-        print(report(rows, budget_rows, encode_s, len(val_good_idx), len(fit_good_idx)))
-        return
-    save_json("elpv_supervised", {"rows": rows, "budgets": budget_rows, "encode_train_seconds": encode_s,
-                                  "supervised_config": Supervised(**options).config(),
-                                  "n_val_goods": len(val_good_idx), "n_test": len(test)})
-    write_section("elpv-supervised", report(rows, budget_rows, encode_s, len(val_good_idx), len(fit_good_idx)))
-    print(report(rows, budget_rows, encode_s, len(val_good_idx), len(fit_good_idx)))
+    # Good-only baselines on the same training goods.
+    raw: dict[str, dict[str, np.ndarray]] = {}
+    for name, det in (("classical", Classical()), ("patchcore", PatchCore())):
+        started = time.perf_counter()
+        det.fit(LazyImages(fit_good_paths))
+        fit_s = time.perf_counter() - started
+        raw[name] = {"val_good": scores_of(det, val_good_images), "test": scores_of(det, test_images)}
+        if name == "patchcore":
+            raw[name]["val_defect_pool"] = scores_of(det, LazyImages([defects.items[i].path for i in val_defect_pool]))
+        rows[name] = {"fit_seconds": fit_s, **evaluate(raw[name]["val_good"], raw[name]["test"], test)}
+        print(f"{name}: fit {fit_s:.0f} s, AUROC {rows[name]['all']['auroc']:.4f}", flush=True)
+        checkpoint()
+
+    # Hybrid: logistic regression on validation [patchcore score, supervised logit], per budget.
+    pc = raw["patchcore"]
+    for row in budget_rows:
+        n = row["n_defects"]
+        val_scores, test_scores = sup_scores[n]
+        pc_val = np.concatenate([pc["val_good"], pc["val_defect_pool"][: n_val_defects[n]]])
+        labels_val = np.r_[np.zeros(len(val_good_idx)), np.ones(n_val_defects[n])].astype(int)
+        hybrid = Hybrid().combine(pc_val, val_scores, labels_val)
+        hyb_val = hybrid.combine_scores(pc_val, val_scores)
+        row["hybrid"] = evaluate(hyb_val[: len(val_good_idx)], hybrid.combine_scores(pc["test"], test_scores), test)
+        row["hybrid_weights"] = hybrid.config()["combination"]
+        if n == len(defects):
+            rows["hybrid"] = {"fit_seconds": rows["supervised"]["fit_seconds"] + rows["patchcore"]["fit_seconds"],
+                              **row["hybrid"]}
+    budget_rows.sort(key=lambda r: r["n_defects"])
+    checkpoint(final=True)
+    text = report(rows, budget_rows, encode_s, len(val_good_idx), len(fit_good_idx))
+    if not args.smoke:
+        write_section("elpv-supervised", text)
+    print(text)
 
 
 def report(rows: dict[str, dict[str, Any]], budgets: list[dict[str, Any]], encode_s: float, n_val_good: int,
@@ -185,10 +199,11 @@ def report(rows: dict[str, dict[str, Any]], budgets: list[dict[str, Any]], encod
     sup, nat = rows["supervised"], rows["supervised_at_p05"]
     lines = [
         header("ELPV supervised: labelled defects, traditional vs deep, label budget"),
-        f"Fixed ELPV split: trained on the {rows['counts']['train']:,} train cells ({n_fit_good} goods + labelled defects train; "
-        f"{n_val_good} goods + 15% of the labelled defects held out for early stopping and threshold), tested "
-        f"on the {rows['counts']['test']} test cells ({rows['counts']['test_defective']} defective, probability >= 0.5). Thresholds for 5% overkill on the held-out "
-        "goods unless stated. Intervals: Wilson 95%. Published anchors (accuracy): SVM 82.4%, CNN 88.4% "
+        f"Fixed ELPV split: trained on the {rows['counts']['train']:,} train cells ({n_fit_good} goods + "
+        f"labelled defects train; {n_val_good} goods + 15% of the labelled defects held out for early stopping "
+        f"and threshold), tested on the {rows['counts']['test']} test cells ({rows['counts']['test_defective']} "
+        "defective, probability >= 0.5). Thresholds for 5% overkill on the held-out goods unless stated. "
+        "Intervals: Wilson 95%. Published anchors (accuracy): SVM 82.4%, CNN 88.4% "
         "(Deitsch et al. 2019), ResNet-152+GAN ~90%.",
         "",
         "### Supervised (all labelled train defects)",

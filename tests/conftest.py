@@ -51,7 +51,7 @@ def make_mvtec(root: Path, n_train: int = 40, n_test_good: int = 10, n_test_defe
     return root
 
 
-def make_labelled(root: Path, n_good: int = 40, n_defect: int = 14, n_test: int = 8, size: int = 64) -> Path:
+def make_labelled(root: Path, n_good: int = 30, n_defect: int = 10, n_test: int = 8, size: int = 64) -> Path:
     """MVTec layout with labelled defects in train/<class>/, plus `manifest.csv` naming train masks too."""
     rng = np.random.default_rng(11)
     rows = ["path,label,mask,split,defect_class"]

@@ -39,7 +39,7 @@ class Augmentation:
             image, mask = image[::-1], None if mask is None else mask[::-1]
         height, width = image.shape[:2]
         dx, dy = (rng.uniform(-self.max_shift, self.max_shift, 2) * (width, height)).tolist()
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        shift = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
         image = cv2.warpAffine(np.ascontiguousarray(image), shift, (width, height), borderMode=cv2.BORDER_REFLECT)
         if mask is not None:
             mask = cv2.warpAffine(np.ascontiguousarray(mask), shift, (width, height), flags=cv2.INTER_NEAREST)
@@ -79,7 +79,8 @@ def prepare_mask(mask: np.ndarray, size: int) -> np.ndarray:
 class Encoded:
     """Frozen-part features of every image and view, with labels and downsampled masks.
 
-    features: (N, V, C, h, w) float32 (the exact input of the trained part); masks: (N, V, h, w) float32 defect fraction per cell;
+    features: (N, V, C, h, w) float32 (the exact input of the trained part);
+    masks: (N, V, h, w) float32 defect fraction per cell;
     mask_known: (N,) bool, False where a defective image has no mask (no segmentation loss then).
     """
 

@@ -110,10 +110,10 @@ class _Subset(Sequence[np.ndarray]):
     """A lazy view of some items of an image sequence (images are read only when used)."""
 
     def __init__(self, images: Sequence[np.ndarray], index: Sequence[int]) -> None:
-        self.images, self.index = images, list(index)
+        self._images, self._positions = images, list(index)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self._positions)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-        return self.images[self.index[i]]
+        return self._images[self._positions[i]]

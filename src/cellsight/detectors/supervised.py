@@ -63,8 +63,8 @@ class Supervised(Detector):
         channels: int = 3,
         frozen_blocks: int = 6,
         views: int = 2,
-        max_epochs: int = 8,
-        patience: int = 3,
+        max_epochs: int = 6,
+        patience: int = 2,
         batch_size: int = 32,
         lr: float = 1e-3,
         backbone_lr_factor: float = 0.3,
@@ -122,7 +122,8 @@ class Supervised(Detector):
     def encode(self, data: LabelledImages, views: int, progress: ProgressCallback | None = None) -> Encoded:
         """Frozen-part features of `data` (view 0 as is, further views augmented); needs `build` first."""
         index = {name: i for i, name in enumerate(self.defect_classes)}
-        class_index = [index.get(c, -1) if y == 1 else -1 for c, y in zip(data.defect_classes, data.labels, strict=True)]
+        pairs = zip(data.defect_classes, data.labels, strict=True)
+        class_index = [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
         return encode(
             data.images, data.labels, class_index, data.masks, self._frozen, self.image_size, self.channels,
             views, self.augmentation, self.seed, progress=progress,
@@ -172,7 +173,7 @@ class Supervised(Detector):
                 idx = order[start : start + self.batch_size]
                 loss = self._loss(net, train, idx, view[idx], weights, self.dropout)
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 optimiser.step()
                 schedule.step()
                 total += loss.item() * len(idx)
@@ -239,7 +240,9 @@ class Supervised(Detector):
         if net is None:
             raise RuntimeError("supervised is not fitted")
         net.eval()
-        scores, maps, classes = [], [], []
+        scores: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
+        classes: list[str | None] = []
         for start in range(0, len(images), 16):
             chunk = [images[i] for i in range(start, min(start + 16, len(images)))]
             batch = np.stack([prepare_image(image, self.image_size, self.channels) for image in chunk])

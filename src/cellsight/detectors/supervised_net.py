@@ -9,6 +9,7 @@ is exactly that logit, so map and score share one scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -29,13 +30,14 @@ class SupervisedNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, frozen_blocks: int, n_classes: int, segmentation: bool) -> None:
         super().__init__()
-        blocks = backbone.blocks  # type: ignore[union-attr]
+        timm_model: Any = backbone  # timm's EfficientNet: attributes mypy cannot see through nn.Module
+        blocks = timm_model.blocks
         if not 1 <= frozen_blocks < len(blocks):
             raise ValueError(f"frozen_blocks must be in [1, {len(blocks) - 1}], got {frozen_blocks}")
         self.backbone = backbone
         self.frozen_blocks = frozen_blocks
         mid_channels = _out_channels(blocks[frozen_blocks - 1])
-        features = int(backbone.num_features)  # type: ignore[union-attr]
+        features = int(timm_model.num_features)
         self.defect_head = nn.Linear(features, 1)
         self.class_head = nn.Linear(features, n_classes) if n_classes >= 2 else None
         self.seg_head = (
@@ -48,8 +50,8 @@ class SupervisedNet(nn.Module):
                 parameter.requires_grad_(False)
 
     def frozen_modules(self) -> list[nn.Module]:
-        b = self.backbone
-        return [b.conv_stem, b.bn1, *list(b.blocks)[: self.frozen_blocks]]  # type: ignore[union-attr]
+        b: Any = self.backbone
+        return [b.conv_stem, b.bn1, *list(b.blocks)[: self.frozen_blocks]]
 
     def train(self, mode: bool = True) -> SupervisedNet:
         """The frozen part always stays in eval mode: its BatchNorm statistics are ImageNet's."""
@@ -60,19 +62,19 @@ class SupervisedNet(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen part: preprocessed images -> mid-level features (what the cache stores)."""
-        b = self.backbone
-        x = b.bn1(b.conv_stem(x))  # type: ignore[union-attr, operator]
-        for block in list(b.blocks)[: self.frozen_blocks]:  # type: ignore[union-attr]
+        b: Any = self.backbone
+        x = b.bn1(b.conv_stem(x))
+        for block in list(b.blocks)[: self.frozen_blocks]:
             x = block(x)
         return x
 
     def top(self, mid: torch.Tensor, dropout: float = 0.0) -> NetOutput:
         """The trained part, from mid-level features to logits and maps."""
-        b = self.backbone
+        b: Any = self.backbone
         x = mid
-        for block in list(b.blocks)[self.frozen_blocks :]:  # type: ignore[union-attr]
+        for block in list(b.blocks)[self.frozen_blocks :]:
             x = block(x)
-        fmap = b.bn2(b.conv_head(x))  # type: ignore[union-attr, operator]
+        fmap = b.bn2(b.conv_head(x))
         pooled = F.dropout(fmap.mean(dim=(2, 3)), dropout, self.training)
         logit = self.defect_head(pooled)[:, 0]
         class_logits = self.class_head(pooled) if self.class_head is not None else None
