@@ -89,8 +89,9 @@ def train(
     except (ValueError, TypeError, OSError) as exc:
         raise _fail(str(exc)) from exc
     cal = result.calibration
+    what = "images (good and defective)" if result.detector.uses_labels else "good images"
     console.print(
-        f"fitted on {len(result.split.fit)} images in {result.fit_seconds:.1f} s; threshold set for "
+        f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
         f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
     )
     console.print(f"wrote {out} (sha256 {result.content_hash[:16]})")
