@@ -51,6 +51,34 @@ def make_mvtec(root: Path, n_train: int = 40, n_test_good: int = 10, n_test_defe
     return root
 
 
+def make_labelled(root: Path, n_good: int = 30, n_defect: int = 10, n_test: int = 8, size: int = 64) -> Path:
+    """MVTec layout with labelled defects in train/<class>/, plus `manifest.csv` naming train masks too."""
+    rng = np.random.default_rng(11)
+    rows = ["path,label,mask,split,defect_class"]
+    for split, n_g, n_d in (("train", n_good, n_defect), ("test", n_test, n_test // 2)):
+        for kind, count in (("good", n_g), ("crack", n_d), ("spot", n_d)):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            (root / "masks" / split / kind).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = _good_image(rng, size)
+                path = root / split / kind / f"{i:03d}.png"
+                mask_field = ""
+                if kind != "good":
+                    image, mask = _add_defect(image, rng, kind)
+                    mask_path = root / "masks" / split / kind / f"{i:03d}.png"
+                    cv2.imwrite(str(mask_path), mask)
+                    mask_field = str(mask_path)
+                cv2.imwrite(str(path), image)
+                rows.append(f"{path},{0 if kind == 'good' else 1},{mask_field},{split},{kind}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_labelled(tmp_path_factory.mktemp("tiny_labelled"))
+
+
 @pytest.fixture(scope="session")
 def tiny_mvtec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("tiny_mvtec"))

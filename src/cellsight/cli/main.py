@@ -64,7 +64,7 @@ def train(
         list[str] | None, typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable).")
     ] = None,
 ) -> None:
-    """Fit a detector on good images, set its threshold, and write the model file."""
+    """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
     from cellsight.workflows.train import Policy
     from cellsight.workflows.train import train as run_train
@@ -89,8 +89,9 @@ def train(
     except (ValueError, TypeError, OSError) as exc:
         raise _fail(str(exc)) from exc
     cal = result.calibration
+    what = "images (good and defective)" if result.detector.uses_labels else "good images"
     console.print(
-        f"fitted on {len(result.split.fit)} good images in {result.fit_seconds:.1f} s; threshold set for "
+        f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
         f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
     )
     console.print(f"wrote {out} (sha256 {result.content_hash[:16]})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -20,6 +21,31 @@ from cellsight.types import Prediction, Verdict
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of images just processed, so a CLI can advance its progress bar."""
+ProgressFactory = Callable[[str, int], ProgressCallback]
+"""Given a step description and its total, returns the callback that advances that step's bar."""
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """Images with their labels, for detectors that learn from defects.
+
+    `labels` are 0 (good) / 1 (defective); `defect_classes` are "good" for good images; `masks` holds,
+    per image, a 2-D array (non-zero = defect) or None where no mask is known. Images and masks may be
+    lazy sequences: they are read when the detector iterates.
+    """
+
+    images: Sequence[np.ndarray]
+    labels: Sequence[int]
+    defect_classes: Sequence[str]
+    masks: Sequence[np.ndarray | None]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not len(self.labels) == len(self.defect_classes) == len(self.masks) == n:
+            raise ValueError("images, labels, defect classes and masks must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.images)
 
 
 class NotCalibratedError(RuntimeError):
@@ -30,6 +56,8 @@ class Detector(ABC):
     """Base class of every detector. Images are numpy arrays as `cellsight.data.images` reads them."""
 
     name: ClassVar[str]
+    uses_labels: ClassVar[bool] = False
+    """True for detectors that learn from labelled defects (`fit_labelled`), False for good-only ones."""
 
     def __init__(self) -> None:
         self.calibration: Calibration | None = None
@@ -37,6 +65,12 @@ class Detector(ABC):
     @abstractmethod
     def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
         """Learn from good images only."""
+
+    def fit_labelled(
+        self, train: LabelledImages, val: LabelledImages, progress: ProgressFactory | None = None
+    ) -> Self:
+        """Learn from good and defective images; `val` is held out (early stopping, combination weights)."""
+        raise NotImplementedError(f"{self.name} learns from good images only: use fit()")
 
     @abstractmethod
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -3,12 +3,16 @@
 Calibration never uses the images the detector was fitted on (a memory bank scores its own images near
 zero, which would set a threshold far too low). Where the data set has a `val` split it is used;
 otherwise a seeded fraction of the good training images is held out.
+
+Detectors that learn from defects (`uses_labels`) get the whole train split, goods and defects, minus a
+seeded held-out part stratified by defect class; that part both stops their training early and sets
+the threshold.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,8 +21,8 @@ import numpy as np
 
 from cellsight.calibration import Calibration, calibrate_for_escape, calibrate_for_overkill
 from cellsight.data.dataset import GOOD, Dataset
-from cellsight.data.images import LazyImages
-from cellsight.detectors.base import Detector
+from cellsight.data.images import LazyImages, read_image
+from cellsight.detectors.base import Detector, LabelledImages
 from cellsight.detectors.registry import detector_class
 from cellsight.modelfile import save_model
 
@@ -65,6 +69,58 @@ def calibration_split(dataset: Dataset, val_fraction: float, seed: int) -> Calib
     return CalibrationSplit(fit, good, dataset.select(split="train", label=1))
 
 
+def labelled_split(dataset: Dataset, val_fraction: float, seed: int) -> CalibrationSplit:
+    """Train split (goods and defects) for fitting, a stratified held-out part for stopping and threshold.
+
+    A `val` split with goods and defects is used as is. Otherwise each defect class (and the goods)
+    gives `val_fraction` of its images, at least one where the class has two or more.
+    """
+    train_part = dataset.select(split="train")
+    if len(train_part.select(label=1)) == 0 or len(train_part.select(label=0)) == 0:
+        raise ValueError(
+            f"data set {dataset.name!r} needs good and defective images in its train split for a labelled detector"
+        )
+    val = dataset.select(split="val")
+    if len(val.select(label=0)) > 0 and len(val.select(label=1)) > 0:
+        return CalibrationSplit(train_part, val.select(label=0), val.select(label=1))
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    items = train_part.items
+    for name in sorted({item.defect_class for item in items}):
+        members = [i for i, item in enumerate(items) if item.defect_class == name]
+        n_val = max(1, round(len(members) * val_fraction)) if len(members) >= 2 else 0
+        held.update(members[j] for j in rng.permutation(len(members))[:n_val].tolist())
+    fit = Dataset(dataset.name, tuple(item for i, item in enumerate(items) if i not in held))
+    heldout = Dataset(dataset.name, tuple(item for i, item in enumerate(items) if i in held))
+    if len(heldout.select(label=1)) == 0 or len(fit.select(label=1)) == 0:
+        raise ValueError(f"{len(train_part.select(label=1))} defective train images are too few to hold some out")
+    return CalibrationSplit(fit, heldout.select(label=0), heldout.select(label=1))
+
+
+class LazyMasks(Sequence["np.ndarray | None"]):
+    """Masks read on use; None where an item has no mask."""
+
+    def __init__(self, paths: Sequence[Path | None]) -> None:
+        self._paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, index: int) -> np.ndarray | None:  # type: ignore[override]
+        path = self._paths[index]
+        return None if path is None else read_image(path)
+
+
+def labelled_images(data: Dataset) -> LabelledImages:
+    """A data set as the lazy labelled images that `Detector.fit_labelled` takes."""
+    return LabelledImages(
+        LazyImages(data.paths), data.labels, [item.defect_class for item in data],
+        LazyMasks([item.mask_path for item in data]),
+    )
+
+
 def train(
     dataset: Dataset,
     out: Path,
@@ -77,11 +133,18 @@ def train(
     model_version: str | None = None,
     progress: ProgressFactory | None = None,
 ) -> TrainResult:
-    split = calibration_split(dataset, val_fraction, seed)
-    detector = detector_class(detector_name)(**(options or {}))
-    fit_images = LazyImages(split.fit.paths)
+    cls = detector_class(detector_name)
+    split = labelled_split(dataset, val_fraction, seed) if cls.uses_labels else calibration_split(
+        dataset, val_fraction, seed
+    )
+    detector = cls(**(options or {}))
     started = time.perf_counter()
-    detector.fit(fit_images, progress=progress("fit", len(fit_images)) if progress else None)
+    if cls.uses_labels:
+        val = Dataset(dataset.name, split.good.items + split.defective.items)
+        detector.fit_labelled(labelled_images(split.fit), labelled_images(val), progress)
+    else:
+        fit_images = LazyImages(split.fit.paths)
+        detector.fit(fit_images, progress=progress("fit", len(fit_images)) if progress else None)
     fit_seconds = time.perf_counter() - started
 
     good_scores = _scores(detector, split.good, progress, "calibrate on good")
@@ -98,6 +161,7 @@ def train(
         "dataset": dataset.name,
         "fingerprint": split.fit.fingerprint(),
         "n_fit_images": len(split.fit),
+        "n_fit_defective": len(split.fit.select(label=1)),
         "n_calibration_good": len(split.good),
         "n_calibration_defective": len(split.defective) if policy == "escape" else 0,
         "calibration_fingerprint": split.good.fingerprint(),

