@@ -122,6 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument("--with-exact-search", action="store_true",
+                        help="add a PatchCore row with exact (flat) neighbour search: the accuracy cost of HNSW")
     parser.add_argument("--anomalib-models", nargs="+", default=["padim", "patchcore"])
     parser.add_argument("--anomalib-coreset-ratio", type=float, default=0.1,
                         help="anomalib PatchCore coreset ratio (0.1 is its default)")
@@ -141,6 +143,11 @@ def main() -> None:
         run_ours("patchcore", {}, split.fit.paths, calib_images, test_images, labels, classes),
         run_ours("classical", {}, split.fit.paths, calib_images, test_images, labels, classes),
     ]
+    if args.with_exact_search:
+        exact = run_ours("patchcore", {"search": "exact"}, split.fit.paths, calib_images, test_images, labels,
+                         classes)
+        exact["method"] += " (exact search)"
+        rows.insert(1, exact)
     if not args.skip_anomalib and ANOMALIB_PYTHON.exists():
         rows += run_anomalib(split.fit.paths, split.good.paths, test.paths, labels, classes, args.anomalib_models,
                              {"coreset_sampling_ratio": args.anomalib_coreset_ratio, "num_neighbors": 9,
