@@ -12,7 +12,7 @@ the threshold.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +22,11 @@ import numpy as np
 from cellsight.calibration import Calibration, calibrate_for_escape, calibrate_for_overkill
 from cellsight.data.dataset import GOOD, Dataset
 from cellsight.data.images import LazyImages, read_image
-from cellsight.detectors.base import Detector, LabelledImages
+from cellsight.detectors.base import Detector, LabelledImages, ProgressFactory
 from cellsight.detectors.registry import detector_class
 from cellsight.modelfile import save_model
 
 Policy = Literal["overkill", "escape"]
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-"""Given a step description and its total, returns the callback that advances that step's bar."""
 
 
 @dataclass(frozen=True)
