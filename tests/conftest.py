@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -82,3 +85,44 @@ def tiny_labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_mvtec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("tiny_mvtec"))
+
+
+# --- databases: every storage test runs against SQLite and a real PostgreSQL server -----------------
+
+POSTGRES_ADMIN_URL = os.environ.get("CELLSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_database(name: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server, dropped afterwards. CI must have a server (.ci/run)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    from cellsight.storage.engine import normalise_url
+
+    admin_url = normalise_url(POSTGRES_ADMIN_URL)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise RuntimeError(f"no PostgreSQL server at {POSTGRES_ADMIN_URL}: .ci/run should start one") from exc
+        pytest.skip(f"no PostgreSQL server at {POSTGRES_ADMIN_URL}")
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each supported kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'trace.db'}"
+        return
+    yield from _postgres_database(f"cellsight_test_{os.getpid()}_{uuid.uuid4().hex[:8]}")

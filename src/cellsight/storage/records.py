@@ -50,6 +50,7 @@ class InspectionRecord:
     image_path: str | None
     heatmap_path: str | None
     inspected_at: datetime
+    error: str | None = None  # what went wrong, naming the file, when the verdict is ERROR
 
 
 @dataclass(frozen=True)
