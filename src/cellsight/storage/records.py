@@ -29,6 +29,8 @@ class Reason(StrEnum):
     DUPLICATE_ID = "duplicate_id"  # the decoded ID was already seen in this run
     ID_MISMATCH = "id_mismatch"  # the code read at this station differs from the cell's ID
     INSPECTION_FAILED = "inspection_failed"  # the detector raised
+    UNCERTAIN = "uncertain"  # the score fell in the station's review band just below the NG threshold
+    NO_IMAGE = "no_image"  # the source gave no image in time (camera or watched folder)
 
 
 @dataclass(frozen=True)
