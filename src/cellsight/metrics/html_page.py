@@ -25,8 +25,6 @@ def plotly_script_tag() -> str:
 def figure_html(fig: go.Figure, width: int = 560, height: int = 420) -> str:
     """A figure as a <div> plus its plot call, relying on the page's single embedded plotly.js."""
     # Fixed size: a responsive plot sized before the page lays out can end up clipped.
-    fig.update_layout(
-        template="plotly_white", width=width, height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50}
-    )
+    fig.update_layout(template="plotly_white", width=width, height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     config = {"displaylogo": False, "responsive": False}
     return str(fig.to_html(full_html=False, include_plotlyjs=False, config=config))
