@@ -56,7 +56,8 @@ def _signals(quality: LineQuality) -> list[tuple[str, int, int, str, str, str]]:
         if s.beyond_limits:
             why.append("above UCL" if s.p > s.ucl else "below LCL")
         if s.in_run:
-            why.append(f"run of ≥{chart.run_length} on one side")
+            side = "above" if chart.centre is not None and s.p > chart.centre else "below"
+            why.append(f"run of ≥{chart.run_length} {side} centre")
         rows.append((s.label, s.n, s.rejects, _pct(s.p), f"{_pct(s.lcl)}–{_pct(s.ucl)}", ", ".join(why)))
     return rows
 

@@ -21,7 +21,7 @@ from cellsight.line.quality_report import (
     write_quality_html,
     write_quality_json,
 )
-from cellsight.storage.records import CellRecord, InspectionRecord
+from cellsight.storage.records import CellRecord, Disposition, InspectionRecord
 from cellsight.types import Verdict
 
 STATIONS = ("cosmetic", "el", "ir")
@@ -44,6 +44,17 @@ def test_terminal_summary_shows_the_figures(line_records: Line) -> None:
     assert "scratch" in text and "hotspot" in text and "finger" not in text  # top 3 only
     assert "run 1 #0-49" in text and "above UCL" in text and "below LCL" in text
     assert "20.0 ms" in text
+
+
+def test_terminal_names_the_side_of_a_run(make_cell: Callable[..., CellRecord]) -> None:
+    cells = [
+        make_cell(f"C{i}", Disposition.NG if i % 10 == 0 and i >= 80 else Disposition.OK, sequence=i)
+        for i in range(160)
+    ]  # 8 subgroups with no reject, then 8 with one: two runs
+    console = _console()
+    print_quality(line_quality([], cells, STATIONS, subgroup_size=10), console)
+    text = console.export_text()
+    assert text.count("run of ≥8 below centre") == 8 and text.count("run of ≥8 above centre") == 8
 
 
 def test_terminal_summary_of_nothing_says_so() -> None:
