@@ -7,6 +7,7 @@ never OK, rejects leave the line, runs resume, SIGKILL loses nothing committed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -174,3 +175,26 @@ def _committed_cells(store: TraceStore) -> int:
             return int(connection.execute(text("SELECT count(*) FROM cells")).scalar() or 0)
         except Exception:
             return 0
+
+
+def test_line_report_cli_prints_yields_and_writes_html_and_json(
+    tmp_path: Path, station_model: Path, station_images: Path
+) -> None:
+    path = _config(tmp_path, station_model, station_images, f"sqlite:///{tmp_path / 'trace.db'}")
+    run = subprocess.run([sys.executable, "-m", "cellsight", "line", "run", "--config", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "yield" in run.stderr and "time per stage" in run.stderr
+    html, json_path = tmp_path / "q.html", tmp_path / "q.json"
+    report = subprocess.run(
+        [sys.executable, "-m", "cellsight", "line", "report", "--config", str(path), "--html", str(html),
+         "--json", str(json_path), "--cell", "004-good", "--subgroup", "5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    output = report.stdout + report.stderr
+    assert "first" in output and "second" in output and "bad_image" in output
+    assert html.is_file() and "plotly" in html.read_text()
+    figures = json.loads(json_path.read_text())
+    assert figures["final"]["cells"] == 20 and figures["inspections"] == 29
+    assert figures["genealogy"]["cell_id"] == "004-good"

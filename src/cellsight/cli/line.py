@@ -14,6 +14,8 @@ from rich.table import Table
 
 from cellsight.cli.progress import console, fail
 from cellsight.line.config import LineConfig, LineConfigError, load_line_config
+from cellsight.line.quality import genealogy, line_quality
+from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
 from cellsight.line.runtime import LineProgress, LineRuntime, LineSummary
 from cellsight.modelfile import ModelFileError
 from cellsight.storage.records import Disposition
@@ -66,28 +68,22 @@ def report(
     db: DatabaseOption = None,
 ) -> None:
     """First-pass yield per station, rolled throughput yield, defect Pareto, p-chart, cell genealogy."""
-    from cellsight.line.quality_report import build_line_quality, print_line_quality, write_html, write_json
-
     line_config, _ = _load(config, db)
     with TraceStore.open(line_config.database) as store:
         run = store.run(run_id) if run_id is not None else store.latest_run(line_config.line)
         if run is None:
             raise fail(f"{line_config.database}: no run of line {line_config.line!r} recorded yet")
-        inspections = store.inspections(run.id)
-        cells = store.cells(run.id)
-        genealogy = store.inspections(cell_id=cell) if cell else None
-        genealogy_cells = store.cells(cell_id=cell) if cell else None
-    quality = build_line_quality(
-        inspections, cells, list(run.stations), subgroup_size=subgroup,
-        genealogy_of=cell, genealogy_inspections=genealogy, genealogy_cells=genealogy_cells,
-    )
+        quality = line_quality(store.inspections(run.id), store.cells(run.id), run.stations, subgroup_size=subgroup)
+        cell_genealogy = genealogy(cell, store.inspections(cell_id=cell), store.cells(cell_id=cell)) if cell else None
     console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
-    print_line_quality(quality, console)
+    print_quality(quality, console)
+    if cell_genealogy is not None:
+        print_genealogy(cell_genealogy, console)
     if html is not None:
-        write_html(quality, html, title=f"{line_config.line}: run {run.id}")
+        write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}")
         console.print(f"HTML report: {html}")
     if json_out is not None:
-        write_json(quality, json_out)
+        write_quality_json(quality, json_out, genealogy=cell_genealogy)
         console.print(f"JSON figures: {json_out}")
 
 
