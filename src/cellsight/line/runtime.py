@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
-from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, open_source
+from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
 from cellsight.line.station import StageTimes, StationInspector, StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
@@ -86,9 +86,17 @@ class LineRuntime:
             and latest.config_sha256 == self.config_sha256
         ):
             self.store.set_run_status(latest.id, "running")
+            self._name_cells(latest.id)
             return latest.id, self.store.resume_point(latest.id).sequence
         run_id = self.store.start_run(self.config.line, self.config_sha256, self.config.station_names)
+        self._name_cells(run_id)
         return run_id, 0
+
+    def _name_cells(self, run_id: int) -> None:
+        day = self.store.run(run_id).started_at.date()
+        for station in self.stations:
+            if isinstance(station.source, SyntheticImages):
+                station.source.for_run(run_id, day)
 
     def run(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Protocol
 
@@ -82,14 +83,22 @@ class SyntheticImages:
     a rerun or a resumed run sees exactly the same cells.
     """
 
-    def __init__(self, config: SyntheticSource, id_offset: int = 1) -> None:
+    def __init__(self, config: SyntheticSource) -> None:
         from cellsight.data.synth import STATIONS
 
         if config.station not in STATIONS:
             raise ValueError(f"unknown synthetic station {config.station!r}; choose from {', '.join(STATIONS)}")
         self.config = config
         self.classes = STATIONS[config.station]
-        self.id_offset = id_offset
+        self.first_serial = 1
+        self.day = date.today()
+
+    def for_run(self, run_id: int, day: date) -> None:
+        """Serials start at run_id x 100,000 on the run's day: a new run never repeats an earlier run's IDs."""
+        from cellsight.data.cellcode import MAX_SERIAL
+
+        self.first_serial = (run_id * 100_000) % (MAX_SERIAL - 100_000)
+        self.day = day
 
     def image_for(self, sequence: int) -> SourceImage:
         from cellsight.data.synth import make_cell_id, render_cell
@@ -97,7 +106,7 @@ class SyntheticImages:
         c = self.config
         rng = np.random.default_rng([c.seed, zlib.crc32(c.station.encode()), sequence])
         defect = str(rng.choice(self.classes)) if rng.random() < c.defect_rate else None
-        cell_id = make_cell_id(self.id_offset + sequence)
+        cell_id = make_cell_id(self.first_serial + sequence, day=self.day)
         cell = render_cell(c.station, cell_id, seed=c.seed * 1_000_003 + sequence, defect_class=defect, size=c.size)
         image = cell.image
         if rng.random() < c.unreadable_code_rate:
@@ -111,13 +120,14 @@ class SyntheticImages:
 
 
 def smudge_code(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Cover the code label corner with grime, as a dirty label or a glare spot makes it unreadable."""
+    """Cover part of the code label with grime, as a dirty label or a glare spot makes it unreadable."""
+    from cellsight.data.synth.common import label_for
+
     out = image.copy()
-    size = min(image.shape[:2])
-    corner = max(8, size // 4)
-    blot = rng.uniform(90, 160)
-    out[:corner, :corner] = blot
-    out[image.shape[0] - corner :, :corner] = blot
+    label = label_for(min(image.shape[:2]))
+    top, side = label.margin, label.side
+    y0 = top + int(rng.integers(side // 4, side // 2))
+    out[y0 : top + side + label.module_px * 2, : top + side + label.module_px * 2] = rng.uniform(90, 160)
     return out
 
 
