@@ -49,11 +49,19 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
 class PasswordUserManager(UserManager):
-    """asyncua user manager: users from the configuration, never admins (so AccessLevel always applies)."""
+    """asyncua user manager: users from the configuration, never admins (so AccessLevel always applies).
 
-    def __init__(self, users: Mapping[str, str], allow_anonymous: bool = False) -> None:
+    `secure_channel_only`: refuse any session whose secure channel has no client certificate. asyncua keeps a
+    SecurityPolicy None channel open for discovery even when no None endpoint is configured, and would
+    otherwise activate a session on it (the password crossing in clear, the session unsigned).
+    """
+
+    def __init__(
+        self, users: Mapping[str, str], allow_anonymous: bool = False, secure_channel_only: bool = True
+    ) -> None:
         self._users = dict(users)
         self._allow_anonymous = allow_anonymous
+        self._secure_channel_only = secure_channel_only
 
     def get_user(
         self,
@@ -62,7 +70,9 @@ class PasswordUserManager(UserManager):
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
-        """The session's user, or None to refuse the login."""
+        """The session's user, or None to refuse the login. `certificate`: the channel's client certificate."""
+        if self._secure_channel_only and not certificate:
+            return None
         if username is None:
             return User(role=UserRole.User, name="anonymous") if self._allow_anonymous else None
         stored = self._users.get(username)

@@ -39,6 +39,12 @@ def write_self_signed(
     certificate.write_bytes(cert.public_bytes(Encoding.PEM))
 
 
+def pem_or_der(path: Path) -> str:
+    """ "pem" or "der" by content, not by name: asyncua guesses from the suffix, and a `.key` is often PEM."""
+    with path.open("rb") as f:
+        return "pem" if f.read(64).lstrip().startswith(b"-----BEGIN") else "der"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("certificate", type=Path)

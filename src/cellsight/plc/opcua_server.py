@@ -43,6 +43,7 @@ from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 
 from cellsight.plc.auth import PasswordUserManager
+from cellsight.plc.certs import pem_or_der
 from cellsight.plc.config import PlcConfig
 from cellsight.plc.handshake import Outcome, Outputs, StationHandshake, Step
 from cellsight.plc.result import InspectCallback, PlcResult
@@ -129,7 +130,10 @@ class PlcServer:
     async def start(self) -> None:
         """Build the address space, open the endpoint and start the heartbeat."""
         cfg = self.config
-        server = Server(user_manager=PasswordUserManager(cfg.users, allow_anonymous=cfg.allow_insecure))
+        users = PasswordUserManager(
+            cfg.users, allow_anonymous=cfg.allow_insecure, secure_channel_only=not cfg.allow_insecure
+        )
+        server = Server(user_manager=users)
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name("cellsight vision system")
@@ -143,8 +147,8 @@ class PlcServer:
         server.set_security_policy(policies)
         server.set_identity_tokens(tokens)
         if cfg.certificate is not None and cfg.private_key is not None:
-            await server.load_certificate(str(cfg.certificate))
-            await server.load_private_key(str(cfg.private_key))
+            await server.load_certificate(str(cfg.certificate), pem_or_der(cfg.certificate))
+            await server.load_private_key(str(cfg.private_key), format=pem_or_der(cfg.private_key))
         if cfg.trusted_client_certificates is not None:
             store = TrustStore([cfg.trusted_client_certificates], [])
             await store.load()

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from asyncua.crypto.uacrypto import CertProperties
 
+from cellsight.plc.certs import pem_or_der
 from cellsight.plc.opcua_server import HEARTBEAT, NAMESPACE_URI, node_id
 
 SIMULATOR_URI = "urn:cellsight:plc:simulator"
@@ -121,9 +123,9 @@ def make_client(endpoint: str, user: str | None = None, password: str | None = N
 
 async def secure(client: Client, certificate: Path, private_key: Path) -> None:
     """Basic256Sha256 SignAndEncrypt with the client's certificate (the server's is fetched from the endpoint)."""
-    await client.set_security(
-        SecurityPolicyBasic256Sha256, str(certificate), str(private_key), mode=ua.MessageSecurityMode.SignAndEncrypt
-    )
+    cert = CertProperties(certificate, pem_or_der(certificate))
+    key = CertProperties(private_key, pem_or_der(private_key))
+    await client.set_security(SecurityPolicyBasic256Sha256, cert, key, mode=ua.MessageSecurityMode.SignAndEncrypt)
 
 
 def percentile(values: list[float], q: float) -> float:
