@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import sys
 import threading
+from asyncio.subprocess import PIPE
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,8 +320,19 @@ def test_untrusted_client_certificate_refused(plc: PlcServer, pki: Pki) -> None:
 def test_commissioning_mode_allows_plain_anonymous(pki: Pki) -> None:
     async def go() -> None:
         config = _config(pki, allow_insecure=True, users={}, certificate=None, private_key=None)
-        async with PlcServer(config, inspect), make_client(config.endpoint) as client:
-            cycle = await run_cycle(client, await station_nodes(client, "VIS"), "")
-            assert (cycle.result, cycle.cell_id) == ("OK", "READ-0001")  # no CellId: the vision system reads it
+        async with PlcServer(config, inspect):
+            async with make_client(config.endpoint) as client:
+                cycle = await run_cycle(client, await station_nodes(client, "VIS"), "")
+                assert (cycle.result, cycle.cell_id) == ("OK", "READ-0001")  # no CellId: the vision system reads it
+            # the commissioning tool, as a technician runs it
+            args = ["--endpoint", config.endpoint, "--station", "EL", "--cells", "3", "--prefix", "NG-"]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cellsight.plc.simulate_plc", *args, stdout=PIPE, stderr=PIPE
+            )
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err.decode()
+            lines = out.decode().splitlines()
+            assert [line.split()[:2] for line in lines[:3]] == [[f"NG-00000{i}", "NG"] for i in range(3)]
+            assert lines[3].strip().startswith("trigger->result: n=3") and "p99=" in lines[3]
 
     run(go())

@@ -192,8 +192,10 @@ class PlcServer:
                 initial: Any = "" if vtype is ua.VariantType.String else False
                 var = await obj.add_variable(node_id(ns, station, name), ua.QualifiedName(name, ns), initial, vtype)
                 await var.set_writable()
-                # called inside the PLC's write request, before its response: Busy is set by the time it returns
-                aspace.add_datachange_callback(var.nodeid, ua.AttributeIds.Value, self._on_plc_write(station, name))
+                if name != "CellId":  # read when Trigger rises
+                    # runs inside the PLC's Write request: Busy is already set when the PLC gets the response
+                    callback = self._on_plc_write(station, name)
+                    aspace.add_datachange_callback(var.nodeid, ua.AttributeIds.Value, callback)
             for attr, (name, vtype) in _OUTPUT_NODES.items():
                 value = _value(getattr(handshake.outputs, attr))
                 await obj.add_variable(node_id(ns, station, name), ua.QualifiedName(name, ns), value, vtype)
@@ -205,10 +207,8 @@ class PlcServer:
             flag = bool(value.Value.Value) if value.Value is not None else False
             if name == "Trigger":
                 step = handshake.on_trigger(flag, self._read_cell_id(station))
-            elif name == "ResultAck":
-                step = handshake.on_ack(flag)
             else:
-                return
+                step = handshake.on_ack(flag)
             await self._apply(station, step)
 
         return changed
