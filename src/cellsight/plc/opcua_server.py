@@ -160,8 +160,8 @@ class PlcServer:
             server.set_certificate_validator(CertificateValidator(options, store))
         self._ns = await server.register_namespace(NAMESPACE_URI)
         await self._build_address_space(server)
+        await server.start()  # on failure (port taken, bad key) nothing is left running
         self._server = server
-        await server.start()
         for name, handshake in self._stations.items():
             await self._write(name, handshake.set_operational())
         self._heartbeat_task = asyncio.create_task(self._beat())
