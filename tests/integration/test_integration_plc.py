@@ -89,8 +89,11 @@ def _config(pki: Pki, **overrides: Any) -> PlcConfig:
     return PlcConfig(**values)
 
 
+_arrived: dict[str, set[str]] = {}
+
+
 async def inspect(station: str, cell_id: str | None) -> PlcResult:
-    """Behaviour chosen by the cell ID's prefix: OK-, NG-, ERR-, RAISE-, HANG-, SLOW-."""
+    """Behaviour chosen by the cell ID's prefix: OK-, NG-, ERR-, RAISE-, HANG-, SLOW-, PAIR-."""
     cell = cell_id or "READ-0001"
     kind = cell.split("-")[0]
     if kind == "RAISE":
@@ -99,6 +102,11 @@ async def inspect(station: str, cell_id: str | None) -> PlcResult:
         await asyncio.sleep(3600)
     if kind == "SLOW":
         await asyncio.sleep(0.15)
+    if kind == "PAIR":  # returns only once two stations are inspecting this cell at the same time
+        _arrived.setdefault(cell, set()).add(station)
+        while len(_arrived[cell]) < 2:
+            await asyncio.sleep(0.005)
+        cell = f"{cell}@{station}"
     verdict = {"NG": Verdict.NG, "ERR": Verdict.ERROR}.get(kind, Verdict.OK)
     score = {Verdict.OK: 0.1, Verdict.NG: 0.9, Verdict.ERROR: math.nan}[verdict]
     return PlcResult(verdict, score, "crack" if verdict is Verdict.NG else None, cell, f"{station}-model-3")
@@ -159,22 +167,23 @@ def test_two_stations_full_cycle_concurrently(plc: PlcServer, pki: Pki) -> None:
     async def body(server: PlcServer, client: Client) -> None:
         el, vis = await station_nodes(client, "EL"), await station_nodes(client, "VIS")
         assert await el.state.read_value() == "Operational"
-        # one PLC drives both stations at once; each inspection takes 150 ms, so they must overlap
-        started = asyncio.get_running_loop().time()
-        a, b = await asyncio.gather(run_cycle(client, el, "SLOW-EL-1"), run_cycle(client, vis, "NG-VIS-1"))
-        assert asyncio.get_running_loop().time() - started < 0.6
-        assert (a.result, a.cell_id, a.defect_class, a.error_text) == ("OK", "SLOW-EL-1", "", "")
-        assert a.trigger_to_result_s >= 0.15
-        assert (b.result, b.cell_id, b.defect_class, b.score) == ("NG", "NG-VIS-1", "crack", 0.9)
+        # one PLC drives both stations at once: each PAIR inspection waits for the other station's (else it would
+        # time out and come back NG), so the two must run concurrently
+        a, b = await asyncio.gather(run_cycle(client, el, "PAIR-1"), run_cycle(client, vis, "PAIR-1"))
+        assert (a.result, a.cell_id, a.defect_class, a.error_text) == ("OK", "PAIR-1@EL", "", "")
+        assert (b.result, b.cell_id, b.error_text) == ("OK", "PAIR-1@VIS", "")
+        c, d = await asyncio.gather(run_cycle(client, el, "SLOW-EL-2"), run_cycle(client, vis, "NG-VIS-2"))
+        assert (c.result, c.cell_id, c.trigger_to_result_s >= 0.15) == ("OK", "SLOW-EL-2", True)
+        assert (d.result, d.cell_id, d.defect_class, d.score) == ("NG", "NG-VIS-2", "crack", 0.9)
         for station, nodes in (("EL", el), ("VIS", vis)):
             values = await client.read_values([nodes.busy, nodes.result_ready, nodes.state])
             assert values == [False, False, "Operational"]
-            assert server.outputs(station).inspection_count == 1
+            assert server.outputs(station).inspection_count == 2
         model = client.get_node(f"ns={server.namespace_index};s=VIS.ModelVersion")
         assert await model.read_value() == "VIS-model-3"
         for i in range(3):  # back-to-back cycles on one station
             assert (await run_cycle(client, el, f"OK-{i}")).result == "OK"
-        assert server.outputs("EL").inspection_count == 4
+        assert server.outputs("EL").inspection_count == 5
 
     with_plc(plc, pki, body)
 
