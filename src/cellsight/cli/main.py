@@ -11,10 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from cellsight import __version__
+from cellsight.cli.line import line_app
 from cellsight.cli.progress import console, progress_bars
+from cellsight.cli.progress import fail as _fail
 
 app = typer.Typer(
     name="cellsight",
@@ -23,12 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    # Never wrapped or parsed as markup: a file path in the message must stay intact for grep and logs.
-    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
-    return typer.Exit(code)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -236,3 +231,6 @@ def info(model: Annotated[Path, typer.Argument(help="Model file.")]) -> None:
 def version() -> None:
     """Print cellsight's version."""
     typer.echo(__version__)
+
+
+app.add_typer(line_app, name="line")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(stderr=True)
 
@@ -38,3 +40,12 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
             return lambda n: progress.advance(task, n)
 
         yield bar
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error and return the Exit to raise.
+
+    Never wrapped or parsed as markup: a file path in the message must stay intact for grep and logs.
+    """
+    console.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    return typer.Exit(code)

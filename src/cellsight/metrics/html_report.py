@@ -6,17 +6,16 @@ data URIs, and every user-provided string is HTML-escaped.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 from sklearn.metrics import roc_curve
 
 from cellsight.metrics._common import failed_as_worst, jsonable, one_class
+from cellsight.metrics.html_page import escape, figure_html, plotly_script_tag
 from cellsight.metrics.operating_point import RateWithInterval
 from cellsight.metrics.overlay import overlay_heatmap, png_data_uri, thumbnail
 
@@ -40,7 +39,7 @@ td.bad{background:#fde8e8}td.ok{background:#e8f6ec}
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return escape(value)
 
 
 def _pct(value: float) -> str:
@@ -110,12 +109,7 @@ def _model_table(model: dict[str, Any]) -> str:
 
 
 def _figure_html(fig: go.Figure) -> str:
-    # Fixed size: a responsive plot sized before the page lays out can end up clipped.
-    fig.update_layout(
-        template="plotly_white", width=560, height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50}
-    )
-    config = {"displaylogo": False, "responsive": False}
-    return str(fig.to_html(full_html=False, include_plotlyjs=False, config=config))
+    return figure_html(fig)
 
 
 def _roc_figure(report: EvaluationReport) -> str:
@@ -234,7 +228,7 @@ def render_html(report: EvaluationReport) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{_e(title)}</title><style>{_CSS}</style>"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+        f"{plotly_script_tag()}</head><body>"
         f"<h1>{_e(title)}</h1><p class='sub'>{_e(subtitle)}</p>"
         f"<h2>Headline</h2>{_headline(report)}"
         f"<h2>Scores</h2><div class='plots'>{_roc_figure(report)}{_histogram_figure(report)}</div>"

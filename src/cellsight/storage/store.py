@@ -161,7 +161,11 @@ class TraceStore:
             return found is not None
 
     def inspections(
-        self, run_id: int | None = None, cell_id: str | None = None, station: str | None = None
+        self,
+        run_id: int | None = None,
+        cell_id: str | None = None,
+        station: str | None = None,
+        sequence: int | None = None,
     ) -> list[InspectionRecord]:
         with self._sessions() as session:
             query = select(InspectionRow).order_by(InspectionRow.id)
@@ -171,6 +175,8 @@ class TraceStore:
                 query = query.where(InspectionRow.cell_id == cell_id)
             if station is not None:
                 query = query.where(InspectionRow.station == station)
+            if sequence is not None:
+                query = query.where(InspectionRow.sequence == sequence)
             return [_inspection_record(row) for row in session.scalars(query)]
 
     def cells(self, run_id: int | None = None, cell_id: str | None = None) -> list[CellRecord]:

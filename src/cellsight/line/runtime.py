@@ -1,0 +1,264 @@
+"""The line runtime: cells arrive at the takt, pass through the stations in order, and every verdict is
+committed to the traceability store before it counts anywhere else.
+
+Crash safety: each inspection is its own transaction, written after its image files are in place, and a
+cell's final record is written after its last station. A run killed at any instant (even SIGKILL) holds
+only whole rows; starting the same line again resumes at the first cell without a final record and
+skips the stations that cell already passed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+
+from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
+from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
+from cellsight.line.station import StageTimes, StationInspector, StationOutcome
+from cellsight.metrics.overlay import overlay_heatmap
+from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
+from cellsight.storage.store import TraceStore
+from cellsight.types import Verdict
+
+
+@dataclass
+class LineProgress:
+    """Live counts for the progress bar and for anyone watching the run."""
+
+    cells: int = 0
+    dispositions: Counter[Disposition] = field(default_factory=Counter)
+    late_cells: int = 0  # cells whose inspection took longer than the takt allows
+
+    @property
+    def yield_fraction(self) -> float:
+        return self.dispositions[Disposition.OK] / self.cells if self.cells else float("nan")
+
+
+@dataclass(frozen=True)
+class LineSummary:
+    run_id: int
+    resumed_from: int  # the sequence this session started at (0 for a new run)
+    progress: LineProgress
+    elapsed_s: float
+    times: StageTimes
+    stopped_early: str | None  # why the run ended before the requested number of cells
+
+    @property
+    def cells_per_minute(self) -> float:
+        return self.progress.cells / self.elapsed_s * 60.0 if self.elapsed_s > 0 else float("nan")
+
+
+@dataclass
+class _Station:
+    config: StationConfig
+    index: int
+    inspector: StationInspector
+    source: ImageSource
+
+
+class LineRuntime:
+    """Runs one line configuration against one store."""
+
+    def __init__(self, config: LineConfig, config_sha256: str, store: TraceStore) -> None:
+        self.config = config
+        self.config_sha256 = config_sha256
+        self.store = store
+        self.stations = [
+            _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code), open_source(s.source))
+            for i, s in enumerate(config.stations)
+        ]
+        self.times = StageTimes()
+
+    def open_run(self, new_run: bool = False) -> tuple[int, int]:
+        """(run id, first sequence): the unfinished run of this line and configuration, or a new one."""
+        latest = self.store.latest_run(self.config.line)
+        if (
+            not new_run
+            and latest is not None
+            and latest.status != "finished"
+            and latest.config_sha256 == self.config_sha256
+        ):
+            self.store.set_run_status(latest.id, "running")
+            self._name_cells(latest.id)
+            return latest.id, self.store.resume_point(latest.id).sequence
+        run_id = self.store.start_run(self.config.line, self.config_sha256, self.config.station_names)
+        self._name_cells(run_id)
+        return run_id, 0
+
+    def _name_cells(self, run_id: int) -> None:
+        day = self.store.run(run_id).started_at.date()
+        for station in self.stations:
+            if isinstance(station.source, SyntheticImages):
+                station.source.for_run(run_id, day)
+
+    def run(
+        self,
+        cells: int | None = None,
+        new_run: bool = False,
+        on_cell: Callable[[LineProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> LineSummary:
+        """Run until `cells` cells are finished in this run (counting earlier sessions) or a source ends."""
+        target = cells or self.config.cells
+        run_id, first = self.open_run(new_run)
+        progress = LineProgress()
+        interval = 60.0 / self.config.takt_per_minute if self.config.takt_per_minute else 0.0
+        start = time.perf_counter()
+        stopped: str | None = None
+        sequence = first
+        while target is None or sequence < target:
+            if should_stop is not None and should_stop():
+                stopped = "stopped by the operator"
+                break
+            arrival = start + (sequence - first) * interval
+            wait = arrival - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif interval and wait < -interval:
+                progress.late_cells += 1
+            try:
+                disposition = self._process_cell(run_id, sequence, resuming=sequence == first)
+            except SourceExhaustedError as exc:
+                stopped = str(exc)
+                break
+            progress.cells += 1
+            progress.dispositions[disposition] += 1
+            if on_cell is not None:
+                on_cell(progress)
+            sequence += 1
+        finished = stopped is None or "operator" not in stopped
+        self.store.set_run_status(run_id, "finished" if finished else "stopped")
+        return LineSummary(run_id, first, progress, time.perf_counter() - start, self.times, stopped)
+
+    def _process_cell(self, run_id: int, sequence: int, resuming: bool) -> Disposition:
+        done = {r.station: r for r in self.store.inspections(run_id, sequence=sequence)} if resuming else {}
+        records = [done[s.config.name] for s in self.stations if s.config.name in done]
+        cell_id = next((r.cell_id for r in records if not r.cell_id.startswith("UNREAD-")), None)
+        for station in self.stations:
+            if station.config.name in done:
+                continue
+            if self.config.on_ng is OnNg.REJECT and any(not r.verdict.passes for r in records):
+                break
+            record = self._inspect(run_id, sequence, station, cell_id, first=not records)
+            if cell_id is None and not record.cell_id.startswith("UNREAD-"):
+                cell_id = record.cell_id
+            records.append(record)
+        if not records:
+            raise SourceExhaustedError(f"no station had an image for cell {sequence}")
+        return self._finish_cell(run_id, sequence, cell_id, records)
+
+    def _inspect(
+        self, run_id: int, sequence: int, station: _Station, cell_id: str | None, first: bool
+    ) -> InspectionRecord:
+        source_start = time.perf_counter()
+        try:
+            image = station.source.image_for(sequence)
+        except SourceExhaustedError:
+            if first:
+                raise
+            image = SourceImage(None, f"cell-{sequence}", error=f"{station.config.name}: source ran dry")
+        self.times.source_ms += (time.perf_counter() - source_start) * 1000.0
+        if image.data is None:
+            outcome = StationOutcome(
+                Verdict.ERROR, float("nan"), None, Reason.NO_IMAGE, image.error, None, 0.0
+            )
+        else:
+            outcome = station.inspector.inspect_bytes(image.data, image.name, self.times)
+        verdict, reason, error = outcome.verdict, outcome.reason, outcome.error
+        record_id = cell_id
+        if outcome.decoded_id is not None:
+            if cell_id is None:
+                record_id = outcome.decoded_id
+                if self.store.cell_id_seen(record_id, run_id, sequence):
+                    verdict, reason = _not_ok(verdict), Reason.DUPLICATE_ID
+                    error = f"{station.config.name}: cell ID {record_id} was already recorded for another cell"
+            elif outcome.decoded_id != cell_id:
+                verdict, reason = _not_ok(verdict), Reason.ID_MISMATCH
+                error = f"{station.config.name}: read {outcome.decoded_id}, but this cell is {cell_id}"
+        elif record_id is None and not station.inspector.read_code and image.path is not None:
+            record_id = image.path.stem  # a source without codes: the file name is the ID
+        record_id = record_id or f"UNREAD-{run_id}-{sequence}"
+        save_start = time.perf_counter()
+        image_path, heatmap_path = self._save_images(run_id, sequence, station, image, outcome, verdict)
+        self.times.images_ms += (time.perf_counter() - save_start) * 1000.0
+        record = InspectionRecord(
+            run_id=run_id, sequence=sequence, cell_id=record_id, station=station.config.name,
+            station_index=station.index, verdict=verdict, score=outcome.score,
+            defect_class=outcome.defect_class if verdict is Verdict.NG else None, reason=reason,
+            model_version=station.inspector.model_version, model_hash=station.inspector.model_hash,
+            latency_ms=outcome.latency_ms, image_path=image_path, heatmap_path=heatmap_path,
+            inspected_at=datetime.now(UTC), error=error,
+        )
+        storage_start = time.perf_counter()
+        self.store.record_inspection(record)
+        self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
+        return record
+
+    def _finish_cell(
+        self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord]
+    ) -> Disposition:
+        disposition, failed = cell_disposition(records)
+        storage_start = time.perf_counter()
+        self.store.record_cell(
+            CellRecord(
+                run_id=run_id, sequence=sequence, cell_id=cell_id or f"UNREAD-{run_id}-{sequence}",
+                disposition=disposition, failed_station=None if failed is None else failed.station,
+                reason=None if failed is None else failed.reason, finished_at=datetime.now(UTC),
+            )
+        )
+        self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
+        return disposition
+
+    def _save_images(
+        self, run_id: int, sequence: int, station: _Station, image: SourceImage, outcome: StationOutcome,
+        verdict: Verdict,
+    ) -> tuple[str | None, str | None]:
+        policy = self.config.save_images
+        if policy is SaveImages.NONE or (policy is SaveImages.NOT_OK and verdict is Verdict.OK):
+            return (str(image.path) if image.path else None), None
+        folder = self.config.output_dir / "images" / f"run-{run_id}" / station.config.name
+        stem = f"{sequence:07d}"
+        image_path: str | None = str(image.path) if image.path else None
+        if image.path is None and image.data is not None:
+            suffix = Path(image.name).suffix or ".bin"
+            image_path = str(_write_atomic(folder / f"{stem}{suffix}", image.data))
+        heatmap_path = None
+        if outcome.image is not None and outcome.anomaly_map is not None:
+            overlay = overlay_heatmap(outcome.image, outcome.anomaly_map)
+            ok, png = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            if ok:
+                heatmap_path = str(_write_atomic(folder / f"{stem}-heatmap.png", png.tobytes()))
+        return image_path, heatmap_path
+
+
+def cell_disposition(records: list[InspectionRecord]) -> tuple[Disposition, InspectionRecord | None]:
+    """NG if any station found a defect; REVIEW if any could not decide; OK only when all said OK."""
+    for record in records:
+        if record.verdict is Verdict.NG:
+            return Disposition.NG, record
+    for record in records:
+        if record.verdict is Verdict.ERROR:
+            return Disposition.REVIEW, record
+    return Disposition.OK, None
+
+
+def _not_ok(verdict: Verdict) -> Verdict:
+    return Verdict.ERROR if verdict is Verdict.OK else verdict
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    """Write-then-rename, so a stored path never points at half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
+    return path
+
