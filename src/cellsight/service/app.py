@@ -23,7 +23,7 @@ log = logging.getLogger("cellsight.service")
 # the API description, the login form and the plotly.js file. Tests check every other route needs a token.
 PUBLIC_PATHS = frozenset({
     "/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/logout",
-    "/static/plotly.min.js", "/static/dashboard.js",
+    "/static/plotly.min.js", "/static/dashboard.js", "/favicon.ico",
 })
 
 

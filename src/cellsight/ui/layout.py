@@ -40,14 +40,16 @@ def escape(value: Any) -> str:
 
 
 def page(title: str, body: str, who: Principal | None, active: str = "", plotly: bool = False,
-         script: str = "") -> str:
+         settings: str = "", script: str = "") -> str:
+    """A whole page; `settings` (window.CS) runs before the dashboard script, `script` after it."""
     nav = "".join(
         f"<a href='{href}' class='{'on' if href == active else ''}'>{escape(label)}</a>" for href, label in NAV
     ) if who is not None else ""
     user = (f"<span class='who'>{escape(who.name)} ({who.role.label}) · <a href='/logout'>log out</a></span>"
             if who is not None else "")
     head = "<script src='/static/plotly.min.js'></script>" if plotly else ""
-    tail = f"<script src='/static/dashboard.js'></script><script>{script}</script>" if script else ""
+    tail = (f"<script>{settings}</script><script src='/static/dashboard.js'></script><script>{script}</script>"
+            if script else "")
     return (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)} · cellsight</title>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style>{head}</head>"

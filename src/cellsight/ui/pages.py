@@ -48,6 +48,11 @@ def plotly_js() -> FileResponse:
     return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
 @router.get("/static/dashboard.js")
 def dashboard_js() -> Response:
     return Response(DASHBOARD_JS, media_type="text/javascript")
@@ -92,8 +97,8 @@ def overview(who: Who, service: ServiceDep) -> str:
         "<div class='panel'><div id='pchart' style='width:1200px;height:360px'></div></div>"
         "<div class='panel'><table id='stations'></table></div>"
     )
-    script = _settings(service, who) + "poll(() => getJSON('/v1/quality').then(renderOverview));"
-    return page("Line overview", body, who, "/", plotly=True, script=script)
+    script = "poll(() => getJSON('/v1/quality').then(renderOverview));"
+    return page("Line overview", body, who, "/", plotly=True, settings=_settings(service, who), script=script)
 
 
 @router.get("/gallery", response_class=HTMLResponse)
@@ -101,7 +106,8 @@ def gallery(who: Who, service: ServiceDep) -> str:
     body = ("<h1>NG gallery</h1><p class='sub'>Newest NG and ERROR inspections with their heat maps "
             "(blue normal, red well above the threshold) · <span id='updated'></span></p>"
             "<div class='cards' id='gallery'></div>")
-    return page("NG gallery", body, who, "/gallery", script=_settings(service, who) + "poll(renderGallery);")
+    return page("NG gallery", body, who, "/gallery", settings=_settings(service, who),
+                script="poll(renderGallery);")
 
 
 @router.get("/review", response_class=HTMLResponse)
@@ -109,7 +115,8 @@ def review(who: Who, service: ServiceDep) -> str:
     hint = "" if who.role >= Role.OPERATOR else "<p class='note'>Reviewing needs the operator role.</p>"
     body = (f"<h1>Review queue: <span id='count'>…</span> to review</h1><p class='sub'>NG and ERROR inspections nobody "
             f"has reviewed, oldest first · <span id='updated'></span></p>{hint}<div class='cards' id='queue'></div>")
-    return page("Review queue", body, who, "/review", script=_settings(service, who) + "poll(renderQueue);")
+    return page("Review queue", body, who, "/review", settings=_settings(service, who),
+                script="poll(renderQueue);")
 
 
 @router.get("/cells", response_class=HTMLResponse)

@@ -33,16 +33,17 @@ function renderOverview(q) {
       text: st.map(s => pct(s.fpy)), textposition: "inside",
       error_y: {type: "data", symmetric: false, array: st.map(s => s.interval[1] - s.fpy), arrayminus: st.map(s => s.fpy - s.interval[0])}};
     const shapes = q.rty == null ? [] : [{type: "line", xref: "paper", x0: 0, x1: 1, y0: q.rty, y1: q.rty, line: {dash: "dash", color: "#b42318"}}];
-    Plotly.react("fpy", [fpy], Object.assign({}, LAYOUT, {title: "First-pass yield per station (RTY dashed)", shapes: shapes,
-      yaxis: {range: [0, 1.05], tickformat: ".0%"}}), CONFIG);
+    Plotly.react("fpy", [fpy], Object.assign({}, LAYOUT, {title: {text: "First-pass yield per station (Wilson 95%)"}, shapes: shapes,
+      annotations: q.rty == null ? [] : [{xref: "paper", x: 1, y: q.rty, yanchor: "bottom", xanchor: "right", showarrow: false, text: "RTY " + pct(q.rty), font: {color: "#b42318"}}],
+      yaxis: {range: [0, 1.05], tickformat: ".0%", title: {text: "FPY"}}}), CONFIG);
   } else note("fpy", "No station has inspected a cell yet.");
   if (q.pareto.length) {
     const names = q.pareto.map(p => p.category);
     Plotly.react("pareto", [
       {type: "bar", x: names, y: q.pareto.map(p => p.count), name: "count", marker: {color: q.pareto.map(p => p.kind === "defect" ? "#2e6fba" : "#d97706")}},
       {type: "scatter", mode: "lines+markers", x: names, y: q.pareto.map(p => 100 * p.cumulative_share), yaxis: "y2", name: "cumulative %", line: {color: "#b42318"}}],
-      Object.assign({}, LAYOUT, {title: "Defect Pareto (orange: line's reason)", showlegend: false,
-        yaxis: {title: "non-OK inspections", rangemode: "tozero"}, yaxis2: {overlaying: "y", side: "right", range: [0, 105], showgrid: false}}), CONFIG);
+      Object.assign({}, LAYOUT, {title: {text: "Defect Pareto (blue: model's class, orange: line's reason)"}, showlegend: false, margin: {l: 60, r: 60, t: 40, b: 60},
+        yaxis: {title: {text: "non-OK inspections"}, rangemode: "tozero"}, yaxis2: {title: {text: "cumulative %"}, overlaying: "y", side: "right", range: [0, 105], showgrid: false}}), CONFIG);
   } else note("pareto", "No NG or ERROR inspections: nothing to rank.");
   const pc = q.pchart;
   if (pc.centre != null) {
@@ -53,9 +54,10 @@ function renderOverview(q) {
       {type: "scatter", mode: "lines", x: x, y: g.map(s => s.lcl), name: "LCL", line: {shape: "hvh", dash: "dash", color: "#b42318"}},
       {type: "scatter", mode: "lines+markers", x: x, y: g.map(s => s.p), name: "reject rate", text: g.map(s => s.label), line: {color: "#2e6fba"}},
       {type: "scatter", mode: "markers", x: flagged.map(s => s.index), y: flagged.map(s => s.p), name: "signal", marker: {color: "#b42318", size: 12, symbol: "x"}}],
-      Object.assign({}, LAYOUT, {title: "p-chart of the reject rate (centre " + pct(pc.centre, 2) + ", " + pc.subgroup_size + " cells per point)",
+      Object.assign({}, LAYOUT, {title: {text: "p-chart of the reject rate (NG or REVIEW; centre " + pct(pc.centre, 2) + ", " + pc.subgroup_size + " cells per point)"},
         shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: pc.centre, y1: pc.centre, line: {color: "#067647"}}],
-        yaxis: {tickformat: ".0%", rangemode: "tozero"}, xaxis: {title: "subgroup"}, legend: {orientation: "h", y: -0.2}}), CONFIG);
+        yaxis: {tickformat: ".0%", rangemode: "tozero", title: {text: "reject rate"}}, legend: {orientation: "h", y: -0.25},
+        xaxis: {title: {text: "subgroup"}, tickmode: "array", tickvals: x, ticktext: g.map(s => s.label)}}), CONFIG);
   } else note("pchart", "No finished cells yet: no p-chart.");
   document.getElementById("stations").innerHTML = "<tr><th>Station</th><th>Inspected</th><th>Passed</th><th>NG</th><th>ERROR</th><th>FPY</th><th>95% CI</th><th>Mean / p95 ms</th></tr>" +
     q.stations.map(s => "<tr><td>" + esc(s.station) + "</td><td class=num>" + s.inspected + "</td><td class=num>" + s.passed +
@@ -68,7 +70,7 @@ function card(i, withButtons) {
   const pic = img ? "<a href='" + esc(i.image_url || img) + "'><img loading=lazy alt='heat map of inspection " + i.id + "' src='" + esc(img) + "'></a>"
     : "<p class='note'>" + (CS.images ? "no image stored" : "images need the operator role") + "</p>";
   const buttons = withButtons ? "<div><input type=text placeholder='defect class' value='" + esc(i.defect_class || "") +
-    "' size=10> <button class=confirm data-id=" + i.id + " data-decision=confirmed_defect>Confirm defect</button> " +
+    "' size=8> <button class=confirm data-id=" + i.id + " data-decision=confirmed_defect>Confirm defect</button> " +
     "<button class=false data-id=" + i.id + " data-decision=false_call>False call</button></div>" : "";
   return "<div class=card id=card-" + i.id + ">" + pic + "<div><span class='v " + esc(i.verdict) + "'>" + esc(i.verdict) + "</span> " +
     esc(i.station) + " · score " + (i.score == null ? "–" : i.score.toFixed(3)) + "</div><div><a href='/cells?id=" +
