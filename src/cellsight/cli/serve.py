@@ -1,0 +1,85 @@
+"""`cellsight serve` (the inspection service and dashboard) and `cellsight token create`.
+
+Register in cli/main.py with:
+    from cellsight.cli.serve import serve, token_app
+    app.command()(serve)
+    app.add_typer(token_app, name="token")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cellsight.cli.progress import console
+
+token_app = typer.Typer(help="API tokens for the inspection service.", no_args_is_help=True)
+
+
+def serve(
+    config: Annotated[Path | None, typer.Option(help="Line configuration (YAML): stations, models, database.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the whole network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 32.0,
+    secure_cookie: Annotated[bool, typer.Option(help="Mark the dashboard cookie Secure (behind HTTPS).")] = False,
+    openapi: Annotated[
+        Path | None, typer.Option(help="Write the OpenAPI description to this file and exit (docs/openapi.json).")
+    ] = None,
+) -> None:
+    """Serve inspections over HTTP with the dashboard at /. Prints an admin token on the very first start."""
+    if openapi is not None:
+        from cellsight.service.app import openapi_json
+
+        openapi.parent.mkdir(parents=True, exist_ok=True)
+        openapi.write_text(openapi_json())
+        console.print(f"wrote {openapi}")
+        return
+    if config is None:
+        raise typer.BadParameter("--config is required (the line configuration)", param_hint="--config")
+    import uvicorn
+
+    from cellsight.line.config import LineConfigError, load_line_config
+    from cellsight.modelfile import ModelFileError
+    from cellsight.service.app import create_app
+    from cellsight.service.auth import Role, create_token
+    from cellsight.service.state import Service, Settings
+
+    try:
+        line, sha = load_line_config(config)
+        service = Service.start(line, sha, Settings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                                   secure_cookie=secure_cookie))
+    except (LineConfigError, ModelFileError, ValueError, OSError) as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from exc
+    if service.store.token_count() == 0:
+        token = create_token(service.store, "admin (first start)", Role.ADMIN)
+        console.print("No API tokens yet; created an admin token. It is shown only now, keep it safe:")
+        console.print(token, markup=False, highlight=False)
+    console.print(f"service run {service.run_id} for line {line.line}: http://{host}:{port}/", markup=False)
+    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="viewer (read), operator (inspect, review) or admin (models, tokens).")],
+    name: Annotated[str, typer.Option(help="Who holds it; recorded as the reviewer or deployer.")],
+    config: Annotated[Path | None, typer.Option(help="Line configuration whose database to use.")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL instead of --config.")] = None,
+) -> None:
+    """Create a token and print it once; only its SHA-256 is stored."""
+    from cellsight.line.config import load_line_config
+    from cellsight.service.auth import Role, create_token
+    from cellsight.storage.service_store import ServiceStore
+    from cellsight.storage.store import TraceStore
+
+    try:
+        parsed = Role.parse(role)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+    if (config is None) == (db is None):
+        raise typer.BadParameter("give exactly one of --config or --db")
+    url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
+    with TraceStore.open(url) as store:
+        typer.echo(create_token(ServiceStore(store), name, parsed))

@@ -1,0 +1,1 @@
+"""The inspection service: HTTP inspection, model versions, reviews and the dashboard on one FastAPI app."""

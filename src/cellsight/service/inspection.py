@@ -1,0 +1,152 @@
+"""One uploaded image through a station, committed to the store before the caller hears the verdict.
+
+Runs in a worker thread (never on the event loop): inference under the station's lock, then a short
+write under one service-wide lock that hands out sequence numbers, so they stay unique however many
+requests arrive at once. The service is one process; several workers would each need their own run.
+
+Cell identity: a cell ID inspected at another station of this run is the same cell (same sequence);
+one already inspected at *this* station (any run) is a second cell wearing the same code, recorded as
+ERROR with reason DUPLICATE_ID under a new sequence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cellsight.line.config import LineConfig, OnNg, SaveImages
+from cellsight.line.station import StationOutcome
+from cellsight.metrics.overlay import overlay_heatmap
+from cellsight.service.models import ModelRegistry, StationSlot
+from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
+from cellsight.storage.service_store import ServiceStore
+from cellsight.storage.store import DuplicateRecordError
+from cellsight.types import Verdict
+
+
+class BadUploadError(ValueError):
+    """An upload that cannot be inspected (not an image, no cell ID): the client's error, 4xx, not recorded."""
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    id: int
+    record: InspectionRecord
+    shadow: StationOutcome | None
+
+
+class Inspector:
+    """The service's writer: one `service` run per app start."""
+
+    def __init__(self, config: LineConfig, store: ServiceStore, registry: ModelRegistry, run_id: int) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.run_id = run_id
+        self.images_dir = config.output_dir / "images"
+        self._write = threading.Lock()
+        self._next_sequence = store.next_sequence(run_id)
+        self._last = config.stations[-1].name
+
+    def inspect(self, station: str, data: bytes, filename: str, cell_id: str | None) -> InspectionResult:
+        slot = self.registry.slot(station)
+        if cell_id is None and not slot.config.read_code:
+            raise BadUploadError(f"station {station} does not read cell codes: send the cell_id form field")
+        with slot.lock:
+            live = slot.inspector(read_code=cell_id is None)
+            outcome = live.inspect_bytes(data, filename)
+            version, model_hash = live.model_version, live.model_hash
+            shadow = slot.shadow
+            shadow_outcome, shadow_model = None, ("", "")
+            if shadow is not None and outcome.image is not None:
+                shadow_outcome = shadow.inspect_image(outcome.image)
+                shadow_model = (shadow.model_version, shadow.model_hash)
+        if outcome.reason is Reason.BAD_IMAGE:
+            raise BadUploadError(outcome.error or f"{filename}: not a readable image")
+        image_path, heatmap_path = self._save_images(station, outcome)
+        record = InspectionRecord(
+            run_id=self.run_id, sequence=-1, cell_id=cell_id or outcome.decoded_id or "", station=station,
+            station_index=slot.index, verdict=outcome.verdict, score=outcome.score,
+            defect_class=outcome.defect_class, reason=outcome.reason, model_version=version, model_hash=model_hash,
+            latency_ms=outcome.latency_ms, image_path=image_path, heatmap_path=heatmap_path,
+            inspected_at=datetime.now(UTC), error=outcome.error,
+        )
+        with self._write:
+            record = self._identify(record)
+            inspection_id = self.store.trace.record_inspection(record)
+            if shadow_outcome is not None:
+                self.store.add_shadow_score(
+                    inspection_id, shadow_model[0], shadow_model[1], shadow_outcome.verdict.value,
+                    None if math.isnan(shadow_outcome.score) else shadow_outcome.score, shadow_outcome.defect_class,
+                )
+            self._finish_cell(record, slot)
+        return InspectionResult(inspection_id, record, shadow_outcome)
+
+    def _identify(self, record: InspectionRecord) -> InspectionRecord:
+        """Give the record its sequence, and the duplicate-ID verdict when the code was seen before."""
+        if not record.cell_id:
+            sequence = self._take_sequence()
+            return replace(record, sequence=sequence, cell_id=f"UNREAD-{self.run_id}-{sequence}")
+        if self.store.inspected_at_station(record.cell_id, record.station):
+            return replace(
+                record, sequence=self._take_sequence(), verdict=Verdict.ERROR, reason=Reason.DUPLICATE_ID,
+                defect_class=None,
+                error=f"{record.station}: cell ID {record.cell_id} was already inspected here: a duplicate code",
+            )
+        found = self.store.cell_sequence(self.run_id, record.cell_id)
+        return replace(record, sequence=found[0] if found is not None else self._take_sequence())
+
+    def _take_sequence(self) -> int:
+        sequence = self._next_sequence
+        self._next_sequence += 1
+        return sequence
+
+    def _finish_cell(self, record: InspectionRecord, slot: StationSlot) -> None:
+        """Write the cell's disposition once its last station is done, or at an NG/ERROR on a rejecting line."""
+        rejected = record.verdict is not Verdict.OK and self.config.on_ng is OnNg.REJECT
+        if not rejected and record.station != self._last:
+            return
+        seen = [r for r in self.store.trace.inspections(run_id=self.run_id, cell_id=record.cell_id)
+                if r.sequence == record.sequence]
+        failed = next((r for r in sorted(seen, key=lambda r: r.station_index) if r.verdict is not Verdict.OK), None)
+        verdicts = {r.verdict for r in seen}
+        disposition = (Disposition.NG if Verdict.NG in verdicts
+                       else Disposition.REVIEW if Verdict.ERROR in verdicts else Disposition.OK)
+        cell = CellRecord(self.run_id, record.sequence, record.cell_id, disposition,
+                          None if failed is None else failed.station, None if failed is None else failed.reason,
+                          datetime.now(UTC))
+        # Already finished (rejected earlier): a later inspection of the cell is a re-inspection.
+        with contextlib.suppress(DuplicateRecordError):
+            self.store.trace.record_cell(cell)
+
+    def _save_images(self, station: str, outcome: StationOutcome) -> tuple[str | None, str | None]:
+        policy = self.config.save_images
+        if outcome.image is None or policy is SaveImages.NONE:
+            return None, None
+        if policy is SaveImages.NOT_OK and outcome.verdict is Verdict.OK:
+            return None, None
+        folder = self.images_dir / station
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = uuid.uuid4().hex
+        image_path = folder / f"{stem}.png"
+        _write_png(image_path, outcome.image)
+        heatmap_path = None
+        if outcome.anomaly_map is not None:
+            heatmap_path = folder / f"{stem}_heatmap.png"
+            _write_png(heatmap_path, overlay_heatmap(outcome.image, outcome.anomaly_map))
+        return str(image_path), None if heatmap_path is None else str(heatmap_path)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """PNG as decoded (8- or 16-bit, gray or RGB), so the exported training set keeps the camera's pixels."""
+    pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if not cv2.imwrite(str(path), pixels):
+        raise OSError(f"{path}: could not write the image")
