@@ -21,8 +21,8 @@ def scene(rng: np.random.Generator, size: int, label: Label) -> tuple[np.ndarray
     band = rng.uniform(-0.3, 0.3)
     width = rng.uniform(0.12, 0.2)
     profile = 0.40 + 0.10 * np.cos(xs * np.pi / 2) + rng.uniform(0.16, 0.24) * np.exp(-(((xs - band) / width) ** 2))
-    brush = cv2.blur(fine_noise(rng, size, 0.5), (1, max(9, size // 6)))
-    brush /= max(float(brush.std()), 1e-6)
+    streaks = cv2.blur(fine_noise(rng, size, 0.5), (1, max(9, size // 6)))
+    brush = (streaks / max(float(streaks.std()), 1e-6)).astype(np.float32)
     image = profile[None, :] + 0.04 * FILM * brush + 0.012 * smooth_noise(rng, size, 3)
     return image.astype(np.float32), brush
 
