@@ -27,7 +27,8 @@ from cellsight.data.synth.common import (
 )
 
 _MIN_DEFECT_PIXELS = 3
-_TRIES = 20
+_TRIES = 30
+_TOUCH_ALPHA = 0.02  # a defect fainter than this in the label corner does not touch it
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,18 @@ def render_cell(station: str, cell_id: str, seed: int, defect_class: str | None 
 
 def _with_defect(spec: _Station, image: np.ndarray, context: Any, rng: np.random.Generator, kind: str,
                  size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Redraw until the defect shows outside the label (a scratch may run under it or off the image)."""
+    """Redraw until the defect shows and stays clear of the label corner (a scratch may run under it,
+    a big stain may reach it). Cutting a defect at the corner instead would leave a tell-tale straight
+    edge; only if every try touches the corner is the defect cut there, label corner restored.
+    """
     label = label_for(size)
-    for _ in range(_TRIES):
+    keep = label.keepout
+    for attempt in range(_TRIES):
         painted, alpha = spec.defect(image, context, rng, kind, size, label)
-        keep = label.keepout
-        painted[:keep, :keep] = image[:keep, :keep]  # nothing of the defect shows unmasked near the label
         mask = clear_label(alpha >= MASK_ALPHA, label)
-        if mask.sum() >= _MIN_DEFECT_PIXELS:
+        clear = float(alpha[:keep, :keep].max()) < _TOUCH_ALPHA
+        if mask.sum() >= _MIN_DEFECT_PIXELS and (clear or attempt == _TRIES - 1):
+            painted[:keep, :keep] = image[:keep, :keep]  # no-op unless this is the fallback cut
             return painted, mask
     raise RuntimeError(f"could not place a visible {kind} defect in {_TRIES} tries")  # pragma: no cover
 

@@ -21,8 +21,8 @@ def scene(rng: np.random.Generator, size: int, label: Label) -> tuple[np.ndarray
     band = rng.uniform(-0.3, 0.3)
     width = rng.uniform(0.12, 0.2)
     profile = 0.40 + 0.10 * np.cos(xs * np.pi / 2) + rng.uniform(0.16, 0.24) * np.exp(-(((xs - band) / width) ** 2))
-    brush = cv2.blur(fine_noise(rng, size, 0.5), (1, max(9, size // 6)))
-    brush /= max(float(brush.std()), 1e-6)
+    streaks = cv2.blur(fine_noise(rng, size, 0.5), (1, max(9, size // 6)))
+    brush = (streaks / max(float(streaks.std()), 1e-6)).astype(np.float32)
     image = profile[None, :] + 0.04 * FILM * brush + 0.012 * smooth_noise(rng, size, 3)
     return image.astype(np.float32), brush
 
@@ -36,7 +36,7 @@ def defect(image: np.ndarray, brush: np.ndarray, rng: np.random.Generator, kind:
         alpha = blob(rng, size, free_point(rng, size, label, int(radius)), radius, rough=0.2, soft=radius * 0.35)
         shift = max(1, int(radius / 4))
         slope = np.roll(alpha, -shift, axis=1) - np.roll(alpha, shift, axis=1)  # side light: one flank bright
-        depth = rng.uniform(0.05, 0.2)
+        depth = rng.uniform(0.02, 0.12)
         return image + depth * slope - 0.3 * depth * alpha, alpha
     if kind == "scratch":
         start = free_point(rng, size, label, 8)
@@ -46,12 +46,12 @@ def defect(image: np.ndarray, brush: np.ndarray, rng: np.random.Generator, kind:
     if kind == "leak_stain":
         alpha = blob(rng, size, free_point(rng, size, label, 10), rng.uniform(8, 0.18 * size), rough=0.5, soft=3 * s)
         rim = 4.0 * alpha * (1.0 - alpha)  # dried electrolyte collects at the edge: a coffee ring
-        dried = paint(image, alpha * 0.6, cv2.GaussianBlur(image, (0, 0), 2.0 * s))
-        return dried - rng.uniform(0.03, 0.12) * alpha - rng.uniform(0.02, 0.06) * rim, alpha
+        dried = paint(image, alpha * rng.uniform(0.1, 0.5), cv2.GaussianBlur(image, (0, 0), 2.0 * s))
+        return dried - rng.uniform(0.01, 0.06) * alpha - rng.uniform(0.005, 0.03) * rim, alpha
     if kind == "missing_film":
         radius = rng.uniform(0.08, 0.42) * size
         alpha = blob(rng, size, free_point(rng, size, label, 10), radius, rough=0.5, soft=1.5 * s)
         torn = np.clip(1.0 - np.abs(alpha - 0.5) * 5.0, 0, 1)  # the lifted film edge catches the light
-        bare = 0.04 * (1.0 - FILM) * brush + rng.uniform(0.025, 0.09)
-        return image + alpha * bare + 0.05 * torn, alpha
+        bare = 0.04 * (1.0 - FILM) * brush + rng.uniform(0.01, 0.07)
+        return image + alpha * bare + rng.uniform(0.0, 0.05) * torn, alpha
     raise ValueError(f"unknown can defect {kind!r}; choose from {', '.join(CLASSES)}")

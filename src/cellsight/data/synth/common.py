@@ -127,9 +127,9 @@ def paint(scene: np.ndarray, alpha: np.ndarray, target: np.ndarray | float) -> n
 
 def place_label(scene: np.ndarray, cell_id: str, label: Label, rng: np.random.Generator) -> np.ndarray:
     """Stick the ID label in the top-left corner: paper-white square, dark modules, a few px of jitter."""
-    code = render_code(cell_id, label.module_px).astype(np.float32) / 255.0
-    paper = float(rng.uniform(0.80, 0.90))
-    ink = float(rng.uniform(0.10, 0.20))
+    code = _fitting_code(cell_id, label)
+    paper = float(rng.uniform(0.62, 0.72))
+    ink = float(rng.uniform(0.24, 0.32))
     patch = np.full((label.side, label.side), paper, np.float32)
     inset = (label.side - code.shape[0]) // 2
     patch[inset : inset + code.shape[0], inset : inset + code.shape[1]] = ink + (paper - ink) * code
@@ -139,6 +139,16 @@ def place_label(scene: np.ndarray, cell_id: str, label: Label, rng: np.random.Ge
     region = out[y : y + label.side, x : x + label.side]
     region[...] = patch[..., None] if scene.ndim == 3 else patch
     return out
+
+
+def _fitting_code(cell_id: str, label: Label) -> np.ndarray:
+    """The code at the label's module size, or smaller modules for long IDs (bigger symbols)."""
+    room = label.side - 2 * label.module_px
+    for module_px in range(label.module_px, 0, -1):
+        code = render_code(cell_id, module_px)
+        if code.shape[0] <= room:
+            return code.astype(np.float32) / 255.0
+    raise ValueError(f"cell ID {cell_id!r} is too long for the label ({len(cell_id)} characters)")
 
 
 def clear_label(mask: np.ndarray, label: Label) -> np.ndarray:

@@ -19,7 +19,7 @@ def scene(rng: np.random.Generator, size: int, label: Label) -> tuple[np.ndarray
     """A good coating: grain at two scales, slow coat-weight drift, faint machine-direction lines."""
     grain_px = size / 256
     level = rng.uniform(0.28, 0.32)
-    texture = 0.05 * fine_noise(rng, size, 0.7 * grain_px) + 0.03 * fine_noise(rng, size, 2.0 * grain_px)
+    texture = 0.03 * fine_noise(rng, size, 0.7 * grain_px) + 0.018 * fine_noise(rng, size, 2.0 * grain_px)
     drift = 0.012 * smooth_noise(rng, size, 4)
     lines = cv2.resize(rng.standard_normal((1, size // 2)).astype(np.float32), (size, size))
     return (level + texture + drift + 0.006 * lines).astype(np.float32), None
@@ -34,13 +34,14 @@ def defect(image: np.ndarray, context: None, rng: np.random.Generator, kind: str
         radius = float(rng.choice([1.0, 1.5, 2.0, 3.0, 4.5])) * s
         x, y = free_point(rng, size, label, 4)
         cv2.circle(alpha, (x * 4, y * 4), round(radius * 4), 1.0, -1, cv2.LINE_AA, shift=2)
-        return paint(image, alpha, rng.uniform(0.5, 0.9)), alpha
+        halo = np.clip(3.0 * cv2.GaussianBlur(alpha, (0, 0), 2.0 * s) - alpha, 0, 1)  # thinned coating around it
+        return paint(image, alpha, rng.uniform(0.6, 1.0)) - 0.05 * halo, alpha
     if kind == "agglomerate":
         alpha = blob(rng, size, free_point(rng, size, label, 12), rng.uniform(3, 12) * s, rough=0.35, soft=1.5)
         relief = alpha - np.roll(alpha, (2, 2), axis=(0, 1))  # lit from the top left: highlight and shadow
-        delta = rng.choice([-1.0, 1.0]) * rng.uniform(0.03, 0.12)
+        delta = rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.14)
         smoothed = cv2.GaussianBlur(image, (0, 0), 1.5 * s)
-        return paint(image, alpha * 0.6, smoothed) + delta * alpha + 0.06 * relief, alpha
+        return paint(image, alpha * 0.6, smoothed) + delta * alpha + 0.1 * relief, alpha
     if kind == "scratch":
         start = free_point(rng, size, label, 8)
         alpha = polyline(rng, size, start, rng.uniform(25, 0.85 * size), 0.08, int(rng.integers(1, 4) * s))
@@ -52,13 +53,13 @@ def defect(image: np.ndarray, context: None, rng: np.random.Generator, kind: str
         foil = rng.uniform(0.6, 0.85) + 0.015 * cv2.blur(fine_noise(rng, size, 0.6), (15, 1))
         return paint(image, alpha, foil), alpha
     if kind == "streak":
-        x = rng.uniform(6, size - 6)
+        centre = rng.uniform(6, size - 6)
         half = rng.uniform(1.0, 4.5) * s
         cols = np.arange(size, dtype=np.float32)
-        profile = np.exp(-(((cols - x) / half) ** 4))
+        profile = np.exp(-(((cols - centre) / half) ** 4))
         along = 0.8 + 0.2 * smooth_noise(rng, size, 3)[:, :1]  # coat weight wanders along the streak
         alpha = (along * profile[None, :]).astype(np.float32)
-        delta = rng.choice([-1.0, 1.0]) * rng.uniform(0.035, 0.09)
+        delta = rng.choice([-1.0, 1.0]) * rng.uniform(0.04, 0.1)
         return image + delta * alpha, np.clip(alpha, 0, 1)
     raise ValueError(f"unknown electrode defect {kind!r}; choose from {', '.join(CLASSES)}")
 

@@ -85,7 +85,7 @@ def defect(image: np.ndarray, welds: Welds, rng: np.random.Generator, kind: str,
         alpha = blob(rng, size, (centre[0] + int(jitter[0]), centre[1] + int(jitter[1])),
                      rng.uniform(0.5, 1.5) * welds.side, rough=0.4, soft=4 * s)
         oxide = np.array([0.30, 0.18, 0.12], np.float32) * rng.uniform(0.6, 1.3)
-        return paint(pressed, alpha * rng.uniform(0.35, 0.85), oxide), alpha
+        return paint(pressed, alpha * rng.uniform(0.2, 0.8), oxide), alpha
     if kind == "spatter":
         for _ in range(int(rng.integers(2, 9))):
             px = int(centre[0] + rng.normal(0, 1.5 * welds.side))
