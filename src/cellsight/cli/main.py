@@ -13,9 +13,12 @@ import typer
 from rich.table import Table
 
 from cellsight import __version__
+from cellsight.cli.dataset import dataset_app
 from cellsight.cli.line import line_app
 from cellsight.cli.progress import console, progress_bars
 from cellsight.cli.progress import fail as _fail
+from cellsight.cli.serve import serve, token_app
+from cellsight.cli.synth import synth
 
 app = typer.Typer(
     name="cellsight",
@@ -233,4 +236,8 @@ def version() -> None:
     typer.echo(__version__)
 
 
+app.command()(synth)
 app.add_typer(line_app, name="line")
+app.command()(serve)
+app.add_typer(token_app, name="token")
+app.add_typer(dataset_app, name="dataset")
