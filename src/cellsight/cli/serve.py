@@ -24,6 +24,9 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 32.0,
     secure_cookie: Annotated[bool, typer.Option(help="Mark the dashboard cookie Secure (behind HTTPS).")] = False,
+    plc: Annotated[
+        Path | None, typer.Option(help="PLC link (YAML: endpoint, users, certificate): start the OPC UA server too.")
+    ] = None,
     openapi: Annotated[
         Path | None, typer.Option(help="Write the OpenAPI description to this file and exit (docs/openapi.json).")
     ] = None,
@@ -57,8 +60,22 @@ def serve(
         token = create_token(service.store, "admin (first start)", Role.ADMIN)
         console.print("No API tokens yet; created an admin token. It is shown only now, keep it safe:")
         console.print(token, markup=False, highlight=False)
+    companions = []
+    if plc is not None:
+        from cellsight.plc import PlcServer
+        from cellsight.plc.line_link import PlcConfigError, line_callback, load_plc_config
+
+        try:
+            plc_config = load_plc_config(plc, line.station_names)
+        except PlcConfigError as exc:
+            service.stop()
+            console.print(f"error: {exc}", markup=False)
+            raise typer.Exit(2) from exc
+        callback = line_callback(line, service.recorder)
+        companions.append(lambda: PlcServer(plc_config, callback))
+        console.print(f"PLC link (OPC UA): {plc_config.endpoint}", markup=False)
     console.print(f"service run {service.run_id} for line {line.line}: http://{host}:{port}/", markup=False)
-    uvicorn.run(create_app(service), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(service, companions), host=host, port=port, log_level="info")
 
 
 @token_app.command("create")

@@ -14,9 +14,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from cellsight.line.quality import genealogy_json, line_quality, station_yields
+from cellsight.line.recorder import NotInspectableError
 from cellsight.modelfile import ModelFileError
 from cellsight.service.auth import Principal, Role, create_token, require
-from cellsight.service.inspection import BadUploadError
 from cellsight.service.schemas import (
     CellOut,
     DeploymentOut,
@@ -61,8 +61,8 @@ async def inspect(
     data = await image.read()
     name = image.filename or "upload"
     try:
-        result = await run_in_threadpool(service.inspector.inspect, station, data, name, cell_id or None)
-    except BadUploadError as exc:
+        result = await run_in_threadpool(service.recorder.inspect, station, data, name, cell_id or None)
+    except NotInspectableError as exc:
         raise _bad(422, str(exc), who) from exc
     service.telemetry.verdicts.labels(station, result.record.verdict.value).inc()
     service.telemetry.inspect_seconds.labels(station).observe(result.record.latency_ms / 1000.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -27,12 +27,21 @@ PUBLIC_PATHS = frozenset({
 })
 
 
-def create_app(service: Service | None = None) -> FastAPI:
-    """The app around a started service; without one, only good for its OpenAPI description."""
+def create_app(
+    service: Service | None = None, companions: Sequence[Callable[[], AbstractAsyncContextManager[Any]]] = ()
+) -> FastAPI:
+    """The app around a started service; without one, only good for its OpenAPI description.
+
+    `companions` run for the app's lifetime on its event loop (the PLC link's OPC UA server): the
+    composition happens in the CLI, so the service never imports the PLC layer.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with AsyncExitStack() as stack:
+            for companion in companions:
+                await stack.enter_async_context(companion())
+            yield
         if service is not None:
             service.stop()
 

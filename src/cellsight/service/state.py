@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi import Request
 
 from cellsight.line.config import LineConfig
-from cellsight.service.inspection import Inspector
-from cellsight.service.models import ModelRegistry
+from cellsight.line.models import ModelRegistry
+from cellsight.line.recorder import LineRecorder
 from cellsight.service.telemetry import Telemetry
 from cellsight.storage.service_store import ServiceStore
 from cellsight.storage.store import TraceStore
@@ -33,7 +33,7 @@ class Service:
     trace: TraceStore
     store: ServiceStore
     registry: ModelRegistry
-    inspector: Inspector
+    recorder: LineRecorder
     run_id: int
     telemetry: Telemetry = field(default_factory=Telemetry)
 
@@ -44,7 +44,7 @@ class Service:
         registry = ModelRegistry(config, store)
         run_id = trace.start_run(config.line, config_sha256, config.station_names)
         return cls(config, config_sha256, settings or Settings(), trace, store, registry,
-                   Inspector(config, store, registry, run_id), run_id)
+                   LineRecorder(config, store, registry, run_id), run_id)
 
     def stop(self) -> None:
         self.trace.set_run_status(self.run_id, "stopped")

@@ -1,8 +1,10 @@
-"""One uploaded image through a station, committed to the store before the caller hears the verdict.
+"""One image through a station on request (an HTTP upload, a PLC trigger), committed to the store before
+the caller hears the verdict.
 
-Runs in a worker thread (never on the event loop): inference under the station's lock, then a short
-write under one service-wide lock that hands out sequence numbers, so they stay unique however many
-requests arrive at once. The service is one process; several workers would each need their own run.
+The line runtime walks cells in order; here images arrive one at a time from outside, so this writer hands
+out sequence numbers itself. It runs in worker threads (never on an event loop): inference under the
+station's lock, then a short write under one recorder-wide lock that hands out sequence numbers, so they
+stay unique however many requests arrive at once. One process per run; several would each need their own.
 
 Cell identity: a cell ID inspected at another station of this run is the same cell (same sequence);
 one already inspected at *this* station (any run) is a second cell wearing the same code, recorded as
@@ -23,17 +25,21 @@ import cv2
 import numpy as np
 
 from cellsight.line.config import LineConfig, OnNg, SaveImages
+from cellsight.line.models import ModelRegistry, StationSlot
 from cellsight.line.station import StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
-from cellsight.service.models import ModelRegistry, StationSlot
 from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
 from cellsight.storage.service_store import ServiceStore
 from cellsight.storage.store import DuplicateRecordError
 from cellsight.types import Verdict
 
 
-class BadUploadError(ValueError):
-    """An upload that cannot be inspected (not an image, no cell ID): the client's error, 4xx, not recorded."""
+class NotInspectableError(ValueError):
+    """An upload that cannot be inspected (not an image, no cell ID): the client's error, 4xx, not recorded.
+
+    A client that sent it hears the refusal and still holds the part. A PLC-triggered acquisition has no
+    such client: there the recorder is asked to record the failure as ERROR instead (`record_unreadable`).
+    """
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class InspectionResult:
     shadow: StationOutcome | None
 
 
-class Inspector:
+class LineRecorder:
     """The service's writer: one `service` run per app start."""
 
     def __init__(self, config: LineConfig, store: ServiceStore, registry: ModelRegistry, run_id: int) -> None:
@@ -56,21 +62,34 @@ class Inspector:
         self._next_sequence = store.next_sequence(run_id)
         self._last = config.stations[-1].name
 
-    def inspect(self, station: str, data: bytes, filename: str, cell_id: str | None) -> InspectionResult:
+    def inspect(
+        self,
+        station: str,
+        data: bytes | None,
+        filename: str,
+        cell_id: str | None,
+        record_unreadable: bool = False,
+        source_error: str | None = None,
+    ) -> InspectionResult:
+        """Inspect and record. `data` None: the camera delivered nothing (`source_error` says why): ERROR."""
         slot = self.registry.slot(station)
-        if cell_id is None and not slot.config.read_code:
-            raise BadUploadError(f"station {station} does not read cell codes: send the cell_id form field")
+        if cell_id is None and not slot.config.read_code and not record_unreadable:
+            raise NotInspectableError(f"station {station} does not read cell codes: send the cell_id form field")
         with slot.lock:
             live = slot.inspector(read_code=cell_id is None)
-            outcome = live.inspect_bytes(data, filename)
+            if data is None:
+                outcome = StationOutcome(Verdict.ERROR, math.nan, None, Reason.NO_IMAGE,
+                                         source_error or f"{station}: no image", None, 0.0)
+            else:
+                outcome = live.inspect_bytes(data, filename)
             version, model_hash = live.model_version, live.model_hash
             shadow = slot.shadow
             shadow_outcome, shadow_model = None, ("", "")
             if shadow is not None and outcome.image is not None:
                 shadow_outcome = shadow.inspect_image(outcome.image)
                 shadow_model = (shadow.model_version, shadow.model_hash)
-        if outcome.reason is Reason.BAD_IMAGE:
-            raise BadUploadError(outcome.error or f"{filename}: not a readable image")
+        if outcome.reason is Reason.BAD_IMAGE and not record_unreadable:
+            raise NotInspectableError(outcome.error or f"{filename}: not a readable image")
         image_path, heatmap_path = self._save_images(station, outcome)
         record = InspectionRecord(
             run_id=self.run_id, sequence=-1, cell_id=cell_id or outcome.decoded_id or "", station=station,
@@ -92,8 +111,11 @@ class Inspector:
 
     def _identify(self, record: InspectionRecord) -> InspectionRecord:
         """Give the record its sequence, and the duplicate-ID verdict when the code was seen before."""
-        if not record.cell_id:
+        if not record.cell_id:  # no ID from the client nor the image: never OK, a person must trace it
             sequence = self._take_sequence()
+            if record.verdict is Verdict.OK:
+                record = replace(record, verdict=Verdict.ERROR, reason=Reason.UNREADABLE_CODE,
+                                 error=f"{record.station}: no cell ID sent and none read from the image")
             return replace(record, sequence=sequence, cell_id=f"UNREAD-{self.run_id}-{sequence}")
         if self.store.inspected_at_station(record.cell_id, record.station):
             return replace(
