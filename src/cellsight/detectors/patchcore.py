@@ -13,6 +13,8 @@ Large images (line-scan webs): with `tile_size` set, images are not resized as a
 overlapping tiles at native resolution (`tiling.py`); each tile is one image for fitting (per-image
 coreset stage) and scoring, and the tile maps are blended back into one map at the image's size.
 The backbone runs on ONNX Runtime or TorchScript (`runtime`, see `features/extractor.py`).
+`ignore_boxes` (fractions of the image) leave out what the model must not judge, such as the cell's code
+label: filled before the backbone, blanked in the map (`ignore.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from cellsight.detectors.base import Detector, ProgressCallback
 from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
+from cellsight.detectors.ignore import blank_boxes, check_boxes, paint_boxes
 from cellsight.detectors.registry import register
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
@@ -57,6 +60,7 @@ class PatchCore(Detector):
         runtime: str = "auto",
         tile_size: int | None = None,
         tile_overlap: int = 32,
+        ignore_boxes: Sequence[Sequence[float]] = (),
     ) -> None:
         """`tile_size` (native pixels) switches on tiling; it then is the working size and `image_size` is unused."""
         super().__init__()
@@ -68,6 +72,7 @@ class PatchCore(Detector):
         self.runtime = runtime
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+        self.ignore_boxes = check_boxes(ignore_boxes)
         working_size = tile_size if tile_size is not None else image_size
         self.features = FeatureConfig(backbone, tuple(layers), working_size, channels)
         # Only read at fit time; afterwards the weights live in the model file.
@@ -110,12 +115,12 @@ class PatchCore(Detector):
         if self.tile_size is None:
             for start in range(0, len(images), self.batch_size):
                 stop = min(start + self.batch_size, len(images))
-                yield [images[i] for i in range(start, stop)], stop - start
+                yield [paint_boxes(images[i], self.ignore_boxes) for i in range(start, stop)], stop - start
             return
         pending: list[np.ndarray] = []
         done = 0
         for i in range(len(images)):
-            image = images[i]
+            image = paint_boxes(images[i], self.ignore_boxes)
             pending.extend(self._grid(image).cut(image))
             done += 1
             while len(pending) >= self.batch_size:
@@ -162,13 +167,13 @@ class PatchCore(Detector):
             raise RuntimeError("patchcore is not fitted")
         if self.tile_size is not None:
             return self._score_tiled(images)
-        patch_scores = self._patch_scores(images)
+        patch_scores = self._patch_scores([paint_boxes(image, self.ignore_boxes) for image in images])
         size = self.features.image_size
         scores = np.empty(len(images), dtype=np.float32)
         maps = []
         for i, image in enumerate(images):
             work = cv2.resize(patch_scores[i], (size, size), interpolation=cv2.INTER_LINEAR)
-            work = cv2.GaussianBlur(work, (0, 0), self.smoothing_sigma)
+            work = blank_boxes(cv2.GaussianBlur(work, (0, 0), self.smoothing_sigma), self.ignore_boxes)
             scores[i] = float(work.max())
             height, width = image.shape[:2]
             maps.append(cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR))
@@ -197,12 +202,14 @@ class PatchCore(Detector):
         maps = []
         for i, image in enumerate(images):
             grid = self._grid(image)
-            tiles = grid.cut(image)
+            tiles = grid.cut(paint_boxes(image, self.ignore_boxes))
             tile_maps: list[np.ndarray] = []
             for start in range(0, len(tiles), self.batch_size):
                 patch_scores = self._patch_scores(tiles[start : start + self.batch_size])
                 tile_maps.extend(cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores)
-            work = cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), self.smoothing_sigma)
+            work = blank_boxes(
+                cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), self.smoothing_sigma), self.ignore_boxes
+            )
             scores[i] = float(work.max())
             maps.append(work)
         return scores, maps
@@ -222,6 +229,7 @@ class PatchCore(Detector):
             "runtime": self.runtime,
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
+            "ignore_boxes": [list(box) for box in self.ignore_boxes],
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -253,6 +261,7 @@ class PatchCore(Detector):
             runtime=str(config.get("runtime", "auto")),
             tile_size=None if config.get("tile_size") is None else int(config["tile_size"]),
             tile_overlap=int(config.get("tile_overlap", 32)),
+            ignore_boxes=config.get("ignore_boxes", ()),
         )
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
         detector._extractor = PatchFeatureExtractor.from_state(features, backbone, detector.runtime)
