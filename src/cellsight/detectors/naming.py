@@ -49,7 +49,7 @@ class DefectNamer:
         method: str = "knn",
         k: int = 3,
         top_patches: int = 4,
-        unknown_distance: float = float("inf"),
+        unknown_distances: Sequence[float] | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -62,7 +62,9 @@ class DefectNamer:
         self.method = method
         self.k = k
         self.top_patches = top_patches
-        self.unknown_distance = unknown_distance
+        self.unknown_distances = np.full(len(self.classes), np.inf) if unknown_distances is None else np.asarray(
+            unknown_distances, dtype=np.float64
+        )
 
     @classmethod
     def fit(
@@ -73,12 +75,13 @@ class DefectNamer:
         method: str = "knn",
         k: int = 3,
         top_patches: int = 4,
-        quantile: float = 0.95,
+        quantile: float = 1.0,
     ) -> DefectNamer:
         """Learn from pooled descriptors (N, D) and their class names; `center` is the mean good patch feature.
 
-        The unknown distance is the `quantile` of the leave-one-out distances of the examples to their own
-        class: about 1 - quantile of new examples of a known class will be called unknown.
+        A class's unknown distance is the `quantile` of its examples' leave-one-out distances to it (the
+        largest, by default: with a dozen examples, any lower quantile calls a fair share of a known class
+        unknown); a class with one example borrows the quantile over all classes.
         """
         if len(descriptors) == 0 or len(descriptors) != len(classes):
             raise ValueError(f"need one class name per descriptor and at least one, got {len(descriptors)} "
@@ -88,8 +91,12 @@ class DefectNamer:
         embedded = _unit(np.asarray(descriptors, dtype=np.float32) - center)
         namer = cls(names, embedded, labels, center, method, k, top_patches)
         own, _ = namer.leave_one_out()
-        finite = own[np.isfinite(own)]
-        namer.unknown_distance = float(np.quantile(finite, quantile)) if finite.size else float("inf")
+        finite = np.isfinite(own)
+        overall = float(np.quantile(own[finite], quantile)) if finite.any() else float("inf")
+        namer.unknown_distances = np.array([
+            float(np.quantile(own[finite & (labels == c)], quantile)) if (finite & (labels == c)).any() else overall
+            for c in range(len(names))
+        ])
         return namer
 
     def class_distances(self, embedded: np.ndarray, exclude: int | None = None) -> np.ndarray:
@@ -113,7 +120,7 @@ class DefectNamer:
     def _decide(self, distances: np.ndarray) -> list[str]:
         best = distances.argmin(axis=1)
         return [
-            self.classes[b] if d[b] <= self.unknown_distance else UNKNOWN
+            self.classes[b] if d[b] <= self.unknown_distances[b] else UNKNOWN
             for b, d in zip(best.tolist(), distances, strict=True)
         ]
 
@@ -126,7 +133,7 @@ class DefectNamer:
 
     def leave_one_out(self) -> tuple[np.ndarray, list[str]]:
         """Per example, with it left out: its distance to its own class, and the name it would get."""
-        own = np.empty(len(self.labels), dtype=np.float64)
+        own = np.empty(len(self.labels), dtype=np.float64)  # inf for an example alone in its class
         names: list[str] = []
         for i in range(len(self.labels)):
             distances = self.class_distances(self.embedded[i : i + 1], exclude=i)
@@ -141,7 +148,7 @@ class DefectNamer:
             "method": self.method,
             "k": self.k,
             "top_patches": self.top_patches,
-            "unknown_distance": self.unknown_distance if np.isfinite(self.unknown_distance) else None,
+            "unknown_distances": [float(d) if np.isfinite(d) else None for d in self.unknown_distances],
             "examples_per_class": {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)},
         }
 
@@ -154,7 +161,7 @@ class DefectNamer:
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> DefectNamer:
-        unknown = config.get("unknown_distance")
+        unknown = [float("inf") if d is None else float(d) for d in config["unknown_distances"]]
         return cls(
             classes=config["classes"],
             embedded=tensors["embedded"].numpy(),
@@ -163,5 +170,5 @@ class DefectNamer:
             method=str(config["method"]),
             k=int(config["k"]),
             top_patches=int(config["top_patches"]),
-            unknown_distance=float("inf") if unknown is None else float(unknown),
+            unknown_distances=unknown,
         )

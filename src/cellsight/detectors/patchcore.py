@@ -229,7 +229,7 @@ class PatchCore(Detector):
         method: str = "knn",
         k: int = 3,
         top_patches: int = 4,
-        quantile: float = 0.95,
+        quantile: float = 1.0,
     ) -> Self:
         """Learn to name defects from labelled defect images; the bank and the scores stay as they are."""
         if self.memory_bank is None:
