@@ -92,6 +92,9 @@ def train(
         f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
         f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
     )
+    if result.naming_examples:
+        per_class = ", ".join(f"{name} {count}" for name, count in result.naming_examples.items())
+        console.print(f"learned defect names from labelled train defects: {per_class}")
     console.print(f"wrote {out} (sha256 {result.content_hash[:16]})")
 
 

@@ -20,6 +20,9 @@ def synth(
     n: Annotated[int, typer.Option("--n", min=1, help="Good training images per station.")] = 200,
     n_test_good: Annotated[int, typer.Option(min=0, help="Good test images per station.")] = 50,
     n_test_per_defect: Annotated[int, typer.Option(min=0, help="Test images per defect class.")] = 20,
+    n_train_per_defect: Annotated[
+        int, typer.Option(min=0, help="Labelled train defects per class (train/<class>/), to name defects.")
+    ] = 0,
     seed: Annotated[int, typer.Option(min=0, help="Seed: the same seed writes the same bytes.")] = 0,
     size: Annotated[int, typer.Option(min=MIN_SIZE, max=MAX_SIZE, help="Image side in pixels.")] = 256,
     overwrite: Annotated[bool, typer.Option(help="Replace existing station folders.")] = False,
@@ -36,7 +39,8 @@ def synth(
                                  param_hint="--out")
     with progress_bars() as bar:
         for current in stations:
-            total = n + n_test_good + n_test_per_defect * len(STATIONS[current])
+            total = n + n_test_good + (n_test_per_defect + n_train_per_defect) * len(STATIONS[current])
             folder = write_station_dataset(current, out, n, n_test_good, n_test_per_defect, seed, size,
-                                           overwrite=overwrite, progress=bar(current, total))
+                                           overwrite=overwrite, progress=bar(current, total),
+                                           n_train_per_defect=n_train_per_defect)
             console.print(f"{current}: {total} images -> {folder}")

@@ -4,7 +4,8 @@
     root/train/<class>/*         optional defective training images (label 1), for supervised detectors
     root/val/<class>/*           optional validation images, e.g. for threshold calibration
     root/test/good/*, root/test/<class>/*
-    root/ground_truth/<class>/   optional masks of test images: "<stem>_mask.png" or "<stem>.png"
+    root/ground_truth/<class>/   optional masks of test images: "<stem>_mask.png" or "<stem>.png", and of
+                                 train defects whose stem no test image of the class has (e.g. train_000)
 
 Folder "good" (any letter case) is label 0; every other folder is label 1 with the folder name as
 defect class. Mistakes that would silently corrupt metrics (a mask named so it matches no image,
@@ -33,9 +34,11 @@ def is_mvtec_layout(root: Path | str) -> bool:
 def load_mvtec(root: Path | str, name: str | None = None) -> Dataset:
     """Load an MVTec-AD-style folder; the data set is named after the folder unless `name` is given.
 
-    Masks are looked up for the test split only, as in MVTec AD: train and val folders reuse the
-    same file names (000.png, 001.png ...), so one ground_truth/ folder cannot serve them all.
-    Good test images have no mask; metrics treat a missing mask as all-zero.
+    Masks belong to test images first, as in MVTec AD: train and val folders reuse the same file names
+    (000.png, 001.png ...), so a mask whose stem a test image has is that test image's. A mask that
+    matches no test image may name a train defect of the same class (the synthetic writer names them
+    train_000.png ...); one that matches neither is an error. Good images have no mask; metrics treat
+    a missing mask as all-zero.
     """
     folder = Path(root)
     if not folder.is_dir():
@@ -55,12 +58,13 @@ def load_mvtec(root: Path | str, name: str | None = None) -> Dataset:
             f"{folder / 'test'}/<class>/ (found: {', '.join(found) or 'nothing'})"
         )
     test_classes = _class_dirs(folder / "test") if (folder / "test").is_dir() else []
-    masks = _test_masks(folder, test_classes)
+    train_classes = _class_dirs(folder / "train") if (folder / "train").is_dir() else []
+    masks = _masks(folder, test_classes, train_classes)
     items: list[Item] = []
     for split in SPLITS:
         split_dir = folder / split
         if split_dir.is_dir():
-            items.extend(_split_items(split_dir, split, masks if split == "test" else {}))
+            items.extend(_split_items(split_dir, split, masks if split in ("test", "train") else {}))
     if not items:
         raise DatasetError(
             f"{folder}: no images in train/, val/ or test/ class folders "
@@ -104,21 +108,25 @@ def _split_items(split_dir: Path, split: str, masks: dict[Path, Path]) -> list[I
     return items
 
 
-def _test_masks(root: Path, test_classes: list[Path]) -> dict[Path, Path]:
-    """Map each test image to its mask; every mask file must belong to exactly one image."""
+def _masks(root: Path, test_classes: list[Path], train_classes: list[Path]) -> dict[Path, Path]:
+    """Map each test image (then train defect) to its mask; every mask file must belong to exactly one image."""
     gt_root = root / GROUND_TRUTH
     if not gt_root.is_dir():
         return {}
-    by_name = {d.name: d for d in test_classes}
+    tests = {d.name: d for d in test_classes}
+    trains = {d.name: d for d in train_classes if d.name.lower() != GOOD}
     masks: dict[Path, Path] = {}
     for gt_dir in _class_dirs(gt_root):
-        class_dir = by_name.get(gt_dir.name)
-        if class_dir is None:
+        if gt_dir.name not in tests and gt_dir.name not in trains:
             raise DatasetError(
                 f"{gt_dir}: masks for class {gt_dir.name!r}, "
                 f"but {root / 'test' / gt_dir.name}/ does not exist"
             )
-        masks.update(_match_masks(gt_dir, list_images(class_dir)))
+        images = list_images(tests[gt_dir.name]) if gt_dir.name in tests else []
+        test_stems = {image.stem for image in images}
+        if gt_dir.name in trains:  # train defects whose stem no test image takes
+            images += [p for p in list_images(trains[gt_dir.name]) if p.stem not in test_stems]
+        masks.update(_match_masks(gt_dir, images))
     return masks
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -58,6 +58,9 @@ class Detector(ABC):
     name: ClassVar[str]
     uses_labels: ClassVar[bool] = False
     """True for detectors that learn from labelled defects (`fit_labelled`), False for good-only ones."""
+    learns_defect_names: ClassVar[bool] = False
+    """True for good-only detectors that can learn to name defects from a few labelled examples
+    (`fit_defect_names`); the train workflow then hands them the train split's defects."""
 
     def __init__(self) -> None:
         self.calibration: Calibration | None = None
@@ -71,6 +74,19 @@ class Detector(ABC):
     ) -> Self:
         """Learn from good and defective images; `val` is held out (early stopping, combination weights)."""
         raise NotImplementedError(f"{self.name} learns from good images only: use fit()")
+
+    def fit_defect_names(
+        self, images: Sequence[np.ndarray], classes: Sequence[str], masks: Sequence[np.ndarray | None] | None = None
+    ) -> Self:
+        """After `fit`: learn the defect classes' names from labelled defect images (and masks, where known)."""
+        raise NotImplementedError(f"{self.name} cannot learn defect names")
+
+    def name_defects(self, images: Sequence[np.ndarray], raw_maps: Sequence[np.ndarray]) -> list[str] | None:
+        """The defect class of each image (all flagged NG), given its raw map; None: this detector names none.
+
+        Called with the flagged images only, so naming costs nothing on good parts.
+        """
+        return None
 
     @abstractmethod
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -93,10 +109,36 @@ class Detector(ABC):
         """Scores, maps and verdicts for a batch; needs a calibration."""
         if self.calibration is None:
             raise NotCalibratedError(f"{self.name} detector has no calibration: calibrate it before predict")
-        start = time.perf_counter()
-        raw_scores, raw_maps = self.score_images(images)
-        latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
-        return make_predictions(self.calibration, raw_scores, raw_maps, latency_ms)
+        return predict_with_maps(self, images)[0]
+
+
+def predict_with_maps(detector: Detector, images: Sequence[np.ndarray]) -> tuple[list[Prediction], list[np.ndarray]]:
+    """Predictions (NG ones named where the detector can) and the raw maps: the one inference path."""
+    assert detector.calibration is not None
+    start = time.perf_counter()
+    raw_scores, raw_maps = detector.score_images(images)
+    predictions = make_predictions(detector.calibration, raw_scores, raw_maps, 0.0)
+    predictions = name_flagged(detector, images, raw_maps, predictions)
+    latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
+    return [replace(p, latency_ms=latency_ms) for p in predictions], list(raw_maps)
+
+
+def name_flagged(
+    detector: Detector, images: Sequence[np.ndarray], raw_maps: Sequence[np.ndarray], predictions: list[Prediction]
+) -> list[Prediction]:
+    """The predictions with each NG one's defect class from `detector.name_defects` (kept when it names none)."""
+    flagged = [i for i, p in enumerate(predictions) if p.verdict is Verdict.NG]
+    if not flagged:
+        return predictions
+    names = detector.name_defects([images[i] for i in flagged], [raw_maps[i] for i in flagged])
+    if names is None:
+        return predictions
+    if len(names) != len(flagged):
+        raise RuntimeError(f"{detector.name} named {len(names)} defects for {len(flagged)} flagged images")
+    out = list(predictions)
+    for i, name in zip(flagged, names, strict=True):
+        out[i] = replace(out[i], defect_class=name)
+    return out
 
 
 def make_predictions(

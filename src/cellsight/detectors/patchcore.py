@@ -15,6 +15,9 @@ coreset stage) and scoring, and the tile maps are blended back into one map at t
 The backbone runs on ONNX Runtime or TorchScript (`runtime`, see `features/extractor.py`).
 `ignore_boxes` (fractions of the image) leave out what the model must not judge, such as the cell's code
 label: filled before the backbone, blanked in the map (`ignore.py`).
+Defect names (optional, `fit_defect_names` after `fit`): a few labelled defects per class teach a
+`DefectNamer` (`naming.py`) over the same patch features; NG images are then named, not just "anomaly".
+The memory bank, the scores and the threshold do not change.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from cellsight.detectors.base import Detector, ProgressCallback
 from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
 from cellsight.detectors.ignore import blank_boxes, check_boxes, paint_boxes
+from cellsight.detectors.naming import DefectNamer, pool_descriptor
 from cellsight.detectors.registry import register
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
@@ -42,6 +46,7 @@ class PatchCore(Detector):
     """Good-only detector: fit on good images, score by nearest-neighbour distance to the memory bank."""
 
     name = "patchcore"
+    learns_defect_names = True
 
     def __init__(
         self,
@@ -90,6 +95,7 @@ class PatchCore(Detector):
         self.memory_bank: np.ndarray | None = None
         self._index: faiss.Index | None = None
         self._device_bank: torch.Tensor | None = None
+        self.namer: DefectNamer | None = None
 
     # -- fitting -----------------------------------------------------------------------------------
     @property
@@ -214,6 +220,77 @@ class PatchCore(Detector):
             maps.append(work)
         return scores, maps
 
+    # -- defect names ------------------------------------------------------------------------------------
+    def fit_defect_names(
+        self,
+        images: Sequence[np.ndarray],
+        classes: Sequence[str],
+        masks: Sequence[np.ndarray | None] | None = None,
+        method: str = "knn",
+        k: int = 3,
+        top_patches: int = 4,
+        quantile: float = 1.0,
+    ) -> Self:
+        """Learn to name defects from labelled defect images; the bank and the scores stay as they are."""
+        if self.memory_bank is None:
+            raise RuntimeError("patchcore is not fitted: fit it on good images before fitting defect names")
+        if len(images) != len(classes) or (masks is not None and len(masks) != len(images)):
+            raise ValueError("need one class name (and mask, if masks are given) per defect image")
+        descriptors = self.defect_descriptors(images, masks, top_patches)
+        center = self.memory_bank.mean(axis=0)
+        self.namer = DefectNamer.fit(descriptors, classes, center, method, k, top_patches, quantile)
+        return self
+
+    def name_defects(self, images: Sequence[np.ndarray], raw_maps: Sequence[np.ndarray]) -> list[str] | None:
+        if self.namer is None:
+            return None
+        return self.namer.name(self._descriptors(images, raw_maps, None, self.namer.top_patches))
+
+    def defect_descriptors(
+        self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None, top_patches: int
+    ) -> np.ndarray:
+        """(N, D) pooled features of each image's most anomalous patches (inside its mask where one is given)."""
+        maps: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            stop = min(start + self.batch_size, len(images))
+            maps.extend(self.score_images([images[i] for i in range(start, stop)])[1])
+        return self._descriptors(images, maps, masks, top_patches)
+
+    def _descriptors(
+        self,
+        images: Sequence[np.ndarray],
+        maps: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray | None] | None,
+        top: int,
+    ) -> np.ndarray:
+        """Descriptors from raw maps already computed: one more backbone pass, no nearest-neighbour search."""
+        out = []
+        for i in range(len(images)):
+            image = paint_boxes(images[i], self.ignore_boxes)
+            mask = None if masks is None else masks[i]
+            units = [image] if self.tile_size is None else self._grid(image).cut(image)
+            unit_maps = [maps[i]] if self.tile_size is None else self._grid(image).cut(maps[i])
+            unit_masks: list[np.ndarray | None] = [None] * len(units)
+            if mask is not None:
+                region = (mask if mask.ndim == 2 else mask.max(axis=2)) > 0
+                binary = region.astype(np.float32)
+                unit_masks = [binary] if self.tile_size is None else list(self._grid(image).cut(binary))
+            feats, scores, regions = [], [], []
+            for start in range(0, len(units), self.batch_size):
+                grid = self.extractor(units[start : start + self.batch_size]).cpu().numpy()
+                n, h, w, dim = grid.shape
+                feats.append(grid.reshape(-1, dim))
+                for j in range(start, start + n):
+                    scores.append(cv2.resize(unit_maps[j], (w, h), interpolation=cv2.INTER_AREA).ravel())
+                    unit_mask = unit_masks[j]
+                    covered = np.zeros(h * w, bool) if unit_mask is None else (
+                        cv2.resize(unit_mask, (w, h), interpolation=cv2.INTER_AREA).ravel() > 0
+                    )
+                    regions.append(covered)
+            region_all = np.concatenate(regions) if mask is not None else None
+            out.append(pool_descriptor(np.concatenate(feats), np.concatenate(scores), region_all, top))
+        return np.stack(out) if out else np.empty((0, 0), dtype=np.float32)
+
     # -- model file ------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {
@@ -230,7 +307,7 @@ class PatchCore(Detector):
             "tile_size": self.tile_size,
             "tile_overlap": self.tile_overlap,
             "ignore_boxes": [list(box) for box in self.ignore_boxes],
-        }
+        } | ({"defect_namer": self.namer.config()} if self.namer is not None else {})
 
     def tensors(self) -> dict[str, torch.Tensor]:
         if self.memory_bank is None:
@@ -241,6 +318,8 @@ class PatchCore(Detector):
             # The graph itself is stored: rebuilding it could differ (threads), and scores must not.
             assert self._index is not None
             state["search_index"] = torch.from_numpy(faiss.serialize_index(self._index).copy())
+        if self.namer is not None:
+            state |= {f"namer.{k}": v for k, v in self.namer.tensors().items()}
         return state
 
     @classmethod
@@ -270,6 +349,9 @@ class PatchCore(Detector):
             detector._index = faiss.deserialize_index(tensors["search_index"].numpy())
         else:
             detector._set_bank(detector.memory_bank)
+        if "defect_namer" in config:  # model files from before defect naming have none: NG is "anomaly"
+            namer = {k.removeprefix("namer."): v for k, v in tensors.items() if k.startswith("namer.")}
+            detector.namer = DefectNamer.from_state(config["defect_namer"], namer)
         return detector
 
 

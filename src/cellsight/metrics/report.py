@@ -18,6 +18,7 @@ import numpy as np
 from cellsight.calibration.thresholds import Calibration
 from cellsight.metrics._common import check_labels, jsonable
 from cellsight.metrics.image_metrics import average_precision, f1_max, image_auroc
+from cellsight.metrics.naming import naming_summary
 from cellsight.metrics.operating_point import OperatingPoint, operating_point
 from cellsight.metrics.pixel_metrics import aupro, pixel_auroc
 from cellsight.types import Prediction
@@ -60,6 +61,8 @@ class EvaluationReport:
     aupro: float | None = None
     predict_images_per_second: float = float("nan")
     fit_seconds: float | None = None
+    naming: dict[str, Any] | None = None
+    """Defect naming on the flagged defective images (`metrics.naming`); None when the model names nothing."""
     worst_misses: list[Example] = field(default_factory=list, repr=False)
     false_calls: list[Example] = field(default_factory=list, repr=False)
 
@@ -101,6 +104,8 @@ class EvaluationReport:
             "worst_misses": [_example_summary(e) for e in self.worst_misses],
             "false_calls": [_example_summary(e) for e in self.false_calls],
         }
+        if self.naming is not None:
+            data["naming"] = self.naming
         result: dict[str, Any] = jsonable(data)
         return result
 
@@ -209,6 +214,7 @@ def build_report(
         aupro=pro,
         predict_images_per_second=float(images_per_second),
         fit_seconds=fit_seconds,
+        naming=naming_summary(y.tolist(), defect_classes, predictions),
     )
     if load_image is not None:
         misses, false_calls = pick_examples(y, scores, n_examples)

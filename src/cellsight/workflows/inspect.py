@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsight.data.images import ImageReadError, read_image
-from cellsight.detectors.base import Detector, make_predictions
+from cellsight.detectors.base import Detector, predict_with_maps
 from cellsight.types import Prediction
 
 
@@ -69,9 +69,8 @@ def _score(
     keep_raw_maps: bool,
 ) -> list[Inspection]:
     assert detector.calibration is not None
-    start = time.perf_counter()
     try:
-        raw_scores, raw_maps = detector.score_images(images)
+        predictions, raw_maps = predict_with_maps(detector, images)
     except Exception as exc:  # a detector failure on one image must not take the batch with it
         if len(images) == 1:
             error = f"{chunk[positions[0]]}: inspection failed: {type(exc).__name__}: {exc}"
@@ -80,8 +79,6 @@ def _score(
             _score(detector, chunk, [p], [image], keep_raw_maps)[0]
             for p, image in zip(positions, images, strict=True)
         ]
-    latency_ms = (time.perf_counter() - start) * 1000.0 / len(images)
-    predictions = make_predictions(detector.calibration, raw_scores, raw_maps, latency_ms)
     return [
         Inspection(chunk[p], prediction, raw_map if keep_raw_maps else None)
         for p, prediction, raw_map in zip(positions, predictions, raw_maps, strict=True)

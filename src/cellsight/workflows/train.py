@@ -7,13 +7,17 @@ otherwise a seeded fraction of the good training images is held out.
 Detectors that learn from defects (`uses_labels`) get the whole train split, goods and defects, minus a
 seeded held-out part stratified by defect class; that part both stops their training early and sets
 the threshold.
+
+Good-only detectors that can name defects (`learns_defect_names`) still fit and calibrate on goods only;
+where the train split has labelled defects, they then learn the defect classes' names from them.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +47,8 @@ class TrainResult:
     fit_seconds: float
     calibration: Calibration
     split: CalibrationSplit
+    naming_examples: dict[str, int] = field(default_factory=dict)
+    """Labelled train defects per class the detector learned defect names from (empty: it names none)."""
 
 
 def calibration_split(dataset: Dataset, val_fraction: float, seed: int) -> CalibrationSplit:
@@ -143,6 +149,7 @@ def train(
     else:
         fit_images = LazyImages(split.fit.paths)
         detector.fit(fit_images, progress=progress("fit", len(fit_images)) if progress else None)
+    naming = _fit_defect_names(detector, dataset, progress) if cls.learns_defect_names else {}
     fit_seconds = time.perf_counter() - started
 
     good_scores = _scores(detector, split.good, progress, "calibrate on good")
@@ -165,9 +172,22 @@ def train(
         "calibration_fingerprint": split.good.fingerprint(),
         "fit_seconds": round(fit_seconds, 3),
         "seed": seed,
-    }
+    } | ({"naming_examples": naming} if naming else {})
     digest = save_model(out, detector, training=training, model_version=model_version)
-    return TrainResult(detector, digest, fit_seconds, calibration, split)
+    return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
+
+
+def _fit_defect_names(detector: Detector, dataset: Dataset, progress: ProgressFactory | None) -> dict[str, int]:
+    """Teach a good-only detector the train split's defect classes; returns the examples used per class."""
+    defects = dataset.select(split="train", label=1)
+    if len(defects) == 0:
+        return {}
+    advance = progress("learn defect names", 1) if progress else None
+    classes = [item.defect_class for item in defects]
+    detector.fit_defect_names(LazyImages(defects.paths), classes, LazyMasks([item.mask_path for item in defects]))
+    if advance:
+        advance(1)
+    return dict(sorted(Counter(classes).items()))
 
 
 def _scores(detector: Detector, data: Dataset, progress: ProgressFactory | None, step: str) -> np.ndarray:

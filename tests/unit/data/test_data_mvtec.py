@@ -134,3 +134,16 @@ def test_masks_for_a_class_without_test_images(tmp_path: Path) -> None:
     root = make_tree(tmp_path / "d", ["test/crack/000.png", "ground_truth/dent/000_mask.png"])
     with pytest.raises(DatasetError, match=r"dent: masks for class 'dent'"):
         load_mvtec(root)
+
+
+def test_masks_of_train_defects_are_read_when_no_test_image_takes_their_stem(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "d", [
+        "train/good/000.png", "train/crack/train_000.png", "train/crack/000.png", "train/dent/train_000.png",
+        "test/crack/000.png", "ground_truth/crack/000_mask.png", "ground_truth/crack/train_000_mask.png",
+        "ground_truth/dent/train_000_mask.png",
+    ])
+    masks = {i.path.relative_to(root).as_posix(): i.mask_path for i in load_mvtec(root)}
+    assert masks["test/crack/000.png"] == root / "ground_truth/crack/000_mask.png"  # the test image's, as before
+    assert masks["train/crack/000.png"] is None
+    assert masks["train/crack/train_000.png"] == root / "ground_truth/crack/train_000_mask.png"
+    assert masks["train/dent/train_000.png"] == root / "ground_truth/dent/train_000_mask.png"  # no test/dent/

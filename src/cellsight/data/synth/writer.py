@@ -21,8 +21,12 @@ _SEEDS_PER_SET = 1_000_000
 
 def write_station_dataset(station: str, root: Path, n_train: int, n_test_good: int, n_test_per_defect: int,
                           seed: int, size: int = 256, overwrite: bool = False,
-                          progress: Callable[[int], None] | None = None) -> Path:
+                          progress: Callable[[int], None] | None = None, n_train_per_defect: int = 0) -> Path:
     """Write root/<station>/{train/good, test/<class>, ground_truth/<class>} plus cells.csv.
+
+    `n_train_per_defect` labelled defects per class go to train/<class>/train_000.png ..., their masks
+    beside the test masks (ground_truth/<class>/train_000_mask.png): the few examples a station has
+    to name its defects. They come last, so the other images keep their bytes and cell IDs.
 
     Every image gets its own render seed and a unique cell ID (serial = running number), so one
     call is reproducible byte for byte. An existing non-empty station folder is an error unless
@@ -32,7 +36,9 @@ def write_station_dataset(station: str, root: Path, n_train: int, n_test_good: i
     from cellsight.data.synth import check_station, render_cell
 
     classes = check_station(station)
-    for name, count in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect)):
+    counts = (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect),
+              ("n_train_per_defect", n_train_per_defect))
+    for name, count in counts:
         if count < 0:
             raise ValueError(f"{name} must be >= 0, got {count}")
     if n_train + n_test_good == 0:
@@ -44,15 +50,17 @@ def write_station_dataset(station: str, root: Path, n_train: int, n_test_good: i
         shutil.rmtree(folder)
     plan = [("train", GOOD, i) for i in range(n_train)] + [("test", GOOD, i) for i in range(n_test_good)]
     plan += [("test", kind, i) for kind in classes for i in range(n_test_per_defect)]
+    plan += [("train", kind, i) for kind in classes for i in range(n_train_per_defect)]
     day = _FIRST_DAY + timedelta(days=seed % 365)
     rows: list[tuple[str, str, str, str]] = []
     for serial, (split, kind, index) in enumerate(plan, start=1):
         cell_id = make_cell_id(serial, day=day)
         cell = render_cell(station, cell_id, seed * _SEEDS_PER_SET + serial, None if kind == GOOD else kind, size)
-        relative = Path(split) / kind / f"{index:03d}.png"
+        stem = f"train_{index:03d}" if split == "train" and kind != GOOD else f"{index:03d}"
+        relative = Path(split) / kind / f"{stem}.png"
         _write_png(folder / relative, cell.image)
         if kind != GOOD:
-            _write_png(folder / GROUND_TRUTH / kind / f"{index:03d}{MASK_SUFFIX}.png", cell.mask.astype(np.uint8) * 255)
+            _write_png(folder / GROUND_TRUTH / kind / f"{stem}{MASK_SUFFIX}.png", cell.mask.astype(np.uint8) * 255)
         rows.append((relative.as_posix(), cell_id, split, kind))
         if progress is not None:
             progress(1)
