@@ -275,6 +275,9 @@ def report(title: str, rows: dict[str, dict[str, Any]], budgets: list[dict[str, 
         lines.append(f"| {b['n_defects']} ({b['n_fit_defects']} + {b['n_val_defects']}) | {s['accuracy']} | "
                      f"{s['escape']} | {s['overkill']} | {s['auroc']:.4f} | {h['recall']:.1%} | {h['auroc']:.4f} | "
                      f"{b['epochs_run']} (best {b['best_epoch'] + 1}) | {b['train_loop_seconds'] / 60:.1f} |")
+    if len(budgets) == 1:
+        lines += ["", "Label-budget sweep not run this time (`--budgets all`, to keep the CPU run short): only the "
+                  "all-defects row above; run without `--budgets` for 10, 30, 100 and all."]
     lines += ["", "Per-class recall, histories and hybrid weights: `benchmarks/results/elpv_supervised.json`."]
     return "\n".join(lines)
 
