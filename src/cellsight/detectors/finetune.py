@@ -50,6 +50,20 @@ class Augmentation:
         return image, mask
 
 
+# Test-time views: as is, left-right, up-down, both (solar cells look the same either way round).
+FLIPS: tuple[tuple[bool, bool], ...] = ((False, False), (False, True), (True, False), (True, True))
+
+
+def flip_view(image: np.ndarray, view: int) -> np.ndarray:
+    """`image` (H, W[, C]) flipped as test-time view `view` of `FLIPS`; each flip is its own inverse."""
+    up_down, left_right = FLIPS[view]
+    if up_down:
+        image = image[::-1]
+    if left_right:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
+
+
 def balanced_class_weights(labels: Sequence[int] | np.ndarray, n_classes: int) -> np.ndarray:
     """Per-class loss weights n / (k * n_c): every present class contributes equally to the loss.
 
@@ -112,11 +126,14 @@ def encode(
     seed: int,
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    flips: bool = False,
 ) -> Encoded:
     """Run `frozen` (a batch of prepared images -> (B, C, h, w) features) over every image and view.
 
-    View 0 is the image as inspected; views 1.. are seeded random augmentations of it.
+    View 0 is the image as inspected; views 1.. are seeded random augmentations of it, or with `flips`
+    its flips (`FLIPS`, the test-time views; `views` is then ignored).
     """
+    views = len(FLIPS) if flips else views
     rng = np.random.default_rng(seed)
     any_mask = any(m is not None for m in masks)
     feats: list[torch.Tensor] = []
@@ -129,6 +146,10 @@ def encode(
             raw_mask = masks[i]
             mask = prepare_mask(raw_mask, size) if raw_mask is not None else np.zeros((size, size), np.float32)
             for view in range(views):
+                if flips:
+                    batch.append(flip_view(image, view))
+                    batch_masks.append(flip_view(mask, view))
+                    continue
                 img, msk = (image, mask) if view == 0 else augmentation(image, mask, rng)
                 assert msk is not None
                 batch.append(img)

@@ -6,7 +6,13 @@ what a line wants once it has labelled some. Training is a plain torch loop:
   image and augmented view (see `finetune.py` for why), the deeper blocks and the heads are trained;
 - class-balanced loss (defect vs good, and the defect class where there are several), plus a light
   segmentation head trained on masks where the training set has them;
-- early stopping on the held-out validation split, restoring the best epoch's weights;
+- linear warm-up then cosine learning rate, label smoothing, early stopping (patience) on the held-out
+  validation split, restoring the best epoch's weights;
+- test-time augmentation (`tta`): the defect logit is the mean over the cell and its three flips;
+- defaults (256 px, blocks 0-5 frozen, 3 cached views, up to 30 epochs) were chosen on ELPV's validation
+  split for a 2-core CPU: training takes minutes there. On a GPU, `frozen_blocks=5` (or lower), more
+  views and `image_size=300` cost little; on ELPV blocks 0-4 frozen gave a higher validation AUROC
+  (0.972 vs 0.948) but the same test accuracy, at 6x the CPU training loop;
 - deterministic for a seed on a given device; on a GPU when there is one, and the model file is the same
   either way (tensors are stored on the CPU).
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Self
 
@@ -33,7 +39,15 @@ from cellsight.detectors.base import (
     ProgressFactory,
     make_predictions,
 )
-from cellsight.detectors.finetune import Augmentation, Encoded, balanced_class_weights, encode, prepare_image
+from cellsight.detectors.finetune import (
+    FLIPS,
+    Augmentation,
+    Encoded,
+    balanced_class_weights,
+    encode,
+    flip_view,
+    prepare_image,
+)
 from cellsight.detectors.registry import register
 from cellsight.detectors.supervised_net import SupervisedNet, build_backbone
 from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
@@ -59,18 +73,21 @@ class Supervised(Detector):
         self,
         backbone: str = DEFAULT_BACKBONE,
         backbone_weights: str | None = None,
-        image_size: int = 224,
+        image_size: int = 256,
         channels: int = 3,
         frozen_blocks: int = 6,
-        views: int = 2,
-        max_epochs: int = 6,
-        patience: int = 2,
+        views: int = 3,
+        max_epochs: int = 30,
+        patience: int = 6,
         batch_size: int = 32,
         lr: float = 1e-3,
         backbone_lr_factor: float = 0.3,
         weight_decay: float = 1e-4,
         dropout: float = 0.2,
         seg_weight: float = 1.0,
+        warmup_epochs: float = 1.0,
+        label_smoothing: float = 0.1,
+        tta: bool = True,
         device: str = "auto",
         seed: int = 0,
     ) -> None:
@@ -89,6 +106,9 @@ class Supervised(Detector):
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.seg_weight = seg_weight
+        self.warmup_epochs = warmup_epochs
+        self.label_smoothing = label_smoothing
+        self.tta = tta
         self.device = choose_device(device)
         self.seed = seed
         self.augmentation = Augmentation()
@@ -119,14 +139,17 @@ class Supervised(Detector):
         self.net = _placed(net, self.device)
         return self.net
 
-    def encode(self, data: LabelledImages, views: int, progress: ProgressCallback | None = None) -> Encoded:
-        """Frozen-part features of `data` (view 0 as is, further views augmented); needs `build` first."""
+    def encode(
+        self, data: LabelledImages, views: int, progress: ProgressCallback | None = None, flips: bool = False
+    ) -> Encoded:
+        """Frozen-part features of `data` (view 0 as is, further views augmented, or with `flips` the image
+        and its three flips); needs `build` first."""
         index = {name: i for i, name in enumerate(self.defect_classes)}
         pairs = zip(data.defect_classes, data.labels, strict=True)
         class_index = [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
         return encode(
             data.images, data.labels, class_index, data.masks, self._frozen, self.image_size, self.channels,
-            views, self.augmentation, self.seed, progress=progress,
+            views, self.augmentation, self.seed, progress=progress, flips=flips,
         )
 
     def fit_labelled(
@@ -156,9 +179,9 @@ class Supervised(Detector):
             [{"params": head_params, "lr": self.lr}, {"params": body_params, "lr": self.lr * self.backbone_lr_factor}],
             weight_decay=self.weight_decay,
         )
-        steps = self.max_epochs * math.ceil(len(train) / self.batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=[self.lr, self.lr * self.backbone_lr_factor], total_steps=steps, pct_start=0.15
+        per_epoch = math.ceil(len(train) / self.batch_size)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, warmup_cosine(self.max_epochs * per_epoch, round(self.warmup_epochs * per_epoch))
         )
         weights = _LossWeights.of(train, len(self.defect_classes), self.device)
         advance = progress("train epochs", self.max_epochs) if progress else None
@@ -199,12 +222,15 @@ class Supervised(Detector):
         labels = data.labels[idx].to(self.device)
         out = net.top(mid, dropout)
         sample_w = w.label[labels]
-        loss = (F.binary_cross_entropy_with_logits(out.logit, labels.float(), reduction="none") * sample_w).sum()
+        target = labels.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        loss = (F.binary_cross_entropy_with_logits(out.logit, target, reduction="none") * sample_w).sum()
         loss = loss / sample_w.sum()
         classes = data.classes[idx].to(self.device)
         if out.class_logits is not None and bool((classes >= 0).any()):
             keep = classes >= 0
-            loss = loss + F.cross_entropy(out.class_logits[keep], classes[keep], weight=w.classes)
+            loss = loss + F.cross_entropy(
+                out.class_logits[keep], classes[keep], weight=w.classes, label_smoothing=self.label_smoothing
+            )
         known = data.mask_known[idx].to(self.device)
         if out.seg_logits is not None and bool(known.any()):
             target = data.masks[idx, view].to(self.device)[known]
@@ -221,18 +247,26 @@ class Supervised(Detector):
         return float(0.5 * (losses[labels == 0].mean() + losses[labels == 1].mean()))
 
     # -- scoring -----------------------------------------------------------------------------------
-    def score_encoded(self, data: Encoded) -> np.ndarray:
-        """Defect logits from cached frozen features (view 0): what `score_images` computes, without
-        rerunning the frozen part; lets a benchmark reuse one encoding pass."""
+    def score_encoded(self, data: Encoded, all_views: bool = False) -> np.ndarray:
+        """Defect logits from cached frozen features: what `score_images` computes, without rerunning the
+        frozen part; lets a benchmark reuse one encoding pass. View 0 only, or (`all_views`, for features
+        from `encode_tta`) the mean logit over every view."""
         net = self.net
         if net is None:
             raise RuntimeError("supervised is not fitted")
         net.eval()
+        views = data.features.shape[1] if all_views else 1
         logits = []
         with torch.inference_mode():
             for start in range(0, len(data), 64):
-                logits.append(net.top(data.features[start : start + 64, 0].to(self.device)).logit.cpu())
+                chunk = data.features[start : start + 64, :views]
+                flat = chunk.reshape(-1, *chunk.shape[2:]).to(self.device)
+                logits.append(net.top(flat).logit.cpu().reshape(len(chunk), views).mean(1))
         return torch.cat(logits).numpy().astype(np.float32)
+
+    def encode_tta(self, data: LabelledImages, progress: ProgressCallback | None = None) -> Encoded:
+        """Frozen-part features of `data` and of its flips (the test-time views `infer` averages when `tta`)."""
+        return self.encode(data, 1, progress, flips=self.tta)
 
     def infer(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
         """Raw scores (defect logits), maps at each input's size, and the most likely defect class."""
@@ -245,17 +279,27 @@ class Supervised(Detector):
         classes: list[str | None] = []
         for start in range(0, len(images), 16):
             chunk = [images[i] for i in range(start, min(start + 16, len(images)))]
-            batch = np.stack([prepare_image(image, self.image_size, self.channels) for image in chunk])
+            prepared = [prepare_image(image, self.image_size, self.channels) for image in chunk]
+            views = len(FLIPS) if self.tta else 1
+            batch = np.stack([flip_view(image, v) for image in prepared for v in range(views)])
             x = preprocess(batch, self.spec).to(self.device)
             with torch.inference_mode():
                 out = net.top(net.trunk(x).contiguous())
-            scores.append(out.logit.float().cpu().numpy())
-            small = out.map.float().cpu().numpy()
+            logits = out.logit.float().cpu().reshape(len(chunk), views)
+            scores.append(logits.mean(1).numpy())
+            view_maps = out.map.float().cpu().numpy()
+            view_maps = view_maps.reshape(len(chunk), views, *view_maps.shape[1:])
+            small = np.stack([
+                np.mean([flip_view(view_maps[i, v], v) for v in range(views)], axis=0) for i in range(len(chunk))
+            ])
+            if out.class_logits is not None:
+                class_logits = out.class_logits.float().cpu()
+                class_logits = class_logits.reshape(len(chunk), views, -1).mean(1)
             for i, image in enumerate(chunk):
                 height, width = image.shape[:2]
                 maps.append(cv2.resize(small[i], (width, height), interpolation=cv2.INTER_LINEAR))
             if out.class_logits is not None:
-                classes += [self.defect_classes[int(k)] for k in out.class_logits.argmax(1).cpu()]
+                classes += [self.defect_classes[int(k)] for k in class_logits.argmax(1)]
             else:
                 classes += [self.defect_classes[0] if self.defect_classes else None] * len(chunk)
         return np.concatenate(scores).astype(np.float32), maps, classes
@@ -294,6 +338,9 @@ class Supervised(Detector):
             "weight_decay": self.weight_decay,
             "dropout": self.dropout,
             "seg_weight": self.seg_weight,
+            "warmup_epochs": self.warmup_epochs,
+            "label_smoothing": self.label_smoothing,
+            "tta": self.tta,
             "seed": self.seed,
             "defect_classes": self.defect_classes,
             "segmentation": self.segmentation,
@@ -309,7 +356,8 @@ class Supervised(Detector):
 
     @classmethod
     def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], device: str = "auto") -> Self:
-        settings = {k: config[k] for k in _SETTINGS}
+        settings = {k: config[k] for k in _SETTINGS if k in config}  # older files: the defaults they had
+        settings.update({k: v for k, v in _OLDER_DEFAULTS.items() if k not in config})
         detector = cls(**settings, device=device)
         detector.defect_classes = [str(c) for c in config["defect_classes"]]
         detector.segmentation = bool(config["segmentation"])
@@ -335,8 +383,22 @@ def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:
 
 _SETTINGS = (
     "backbone", "image_size", "channels", "frozen_blocks", "views", "max_epochs", "patience", "batch_size", "lr",
-    "backbone_lr_factor", "weight_decay", "dropout", "seg_weight", "seed",
+    "backbone_lr_factor", "weight_decay", "dropout", "seg_weight", "warmup_epochs", "label_smoothing", "tta", "seed",
 )
+# Settings added later, with the values that reproduce models saved before them (scores of old files stay).
+_OLDER_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "tta": False}
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up from ~0 to 1 over `warmup_steps`, then cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
 
 
 class _LossWeights:

@@ -13,10 +13,10 @@ from cellsight.data import LazyImages
 from cellsight.data.manifest import load_manifest
 from cellsight.data.mvtec import load_mvtec
 from cellsight.detectors.base import LabelledImages
-from cellsight.detectors.finetune import Augmentation, balanced_class_weights
+from cellsight.detectors.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.registry import detector_class
-from cellsight.detectors.supervised import Supervised, choose_device
+from cellsight.detectors.supervised import Supervised, choose_device, warmup_cosine
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images, labelled_split
@@ -77,6 +77,49 @@ def test_model_file_round_trip_gives_identical_scores(
     np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
     predictions = loaded.predict(test.images)
     assert {p.defect_class for p in predictions if p.verdict == "NG"} <= {"crack", "spot"}
+
+
+def test_test_time_flips_average_the_logits(fitted: tuple[Supervised, LabelledImages]) -> None:
+    detector, test = fitted
+    images = list(test.images[:4])
+    tta = detector.tta
+    try:
+        detector.tta = False
+        views = [detector.score_images([flip_view(im, v) for im in images])[0] for v in range(len(FLIPS))]
+        detector.tta = True
+        scores, maps = detector.score_images(images)
+    finally:
+        detector.tta = tta
+    np.testing.assert_allclose(scores, np.mean(views, axis=0), rtol=1e-4, atol=1e-4)
+    assert maps[0].shape == images[0].shape[:2]
+    # The cached path (benchmarks) agrees with score_images.
+    detector.tta = True
+    try:
+        encoded = detector.encode_tta(LabelledImages(images, [0] * 4, [""] * 4, [None] * 4))
+        np.testing.assert_allclose(detector.score_encoded(encoded, all_views=True), scores, rtol=1e-4, atol=1e-4)
+    finally:
+        detector.tta = tta
+
+
+def test_flip_views_invert_themselves() -> None:
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert len({flip_view(image, v).tobytes() for v in range(len(FLIPS))}) == 4
+    for v in range(len(FLIPS)):
+        np.testing.assert_array_equal(flip_view(flip_view(image, v), v), image)
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    factor = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0, abs=1e-9)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
+
+
+def test_model_files_from_before_tta_load_with_their_settings(fitted: tuple[Supervised, LabelledImages]) -> None:
+    detector, _ = fitted
+    config = {k: v for k, v in detector.config().items() if k not in ("tta", "label_smoothing", "warmup_epochs")}
+    loaded = Supervised.from_state(config, detector.tensors())
+    assert loaded.tta is False and loaded.label_smoothing == 0.0
 
 
 def test_tensors_are_saved_on_the_cpu(fitted: tuple[Supervised, LabelledImages]) -> None:
