@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsight.data.images import ImageReadError, decode_image, read_image
+from cellsight.data.images import ImageReadError, decode_image
 from cellsight.detectors.base import Detector
 from cellsight.line.config import ThresholdPolicy
 from cellsight.modelfile import load_model
@@ -72,17 +72,6 @@ class StationInspector:
         start = time.perf_counter()
         try:
             image = decode_image(data, name)
-        except ImageReadError as exc:
-            return _unreadable(str(exc), start)
-        finally:
-            if times is not None:
-                times.decode_ms += (time.perf_counter() - start) * 1000.0
-        return self.inspect_image(image, times)
-
-    def inspect_path(self, path: Path, times: StageTimes | None = None) -> StationOutcome:
-        start = time.perf_counter()
-        try:
-            image = read_image(path)
         except ImageReadError as exc:
             return _unreadable(str(exc), start)
         finally:

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from cellsight.plc.result import PlcResult
 from cellsight.types import Verdict
 
 
@@ -44,18 +45,6 @@ class SubState(StrEnum):
     READY = "Ready"
     SINGLE_EXECUTION = "SingleExecution"
     AWAITING_ACK = "AwaitingAck"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an inspection produced, as the PLC will see it. `error` is set when the inspection failed."""
-
-    verdict: Verdict
-    score: float
-    defect_class: str | None
-    cell_id: str
-    model_version: str
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +143,7 @@ class StationHandshake:
             self.outputs = replace(self.outputs, result_ready=False, sub_state=SubState.READY)
         return Step(self.outputs)
 
-    def on_result(self, outcome: Outcome) -> Step:
+    def on_result(self, outcome: PlcResult) -> Step:
         """The inspection in flight ended (well or not): publish it and wait for the acknowledge."""
         failed = outcome.error is not None or outcome.verdict is Verdict.ERROR
         error_text = ""

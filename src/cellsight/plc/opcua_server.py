@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -45,7 +45,7 @@ from asyncua.crypto.validator import CertificateValidator, CertificateValidatorO
 from cellsight.plc.auth import PasswordUserManager
 from cellsight.plc.certs import pem_or_der
 from cellsight.plc.config import PlcConfig
-from cellsight.plc.handshake import Outcome, Outputs, StationHandshake, Step
+from cellsight.plc.handshake import Outputs, StationHandshake, Step
 from cellsight.plc.result import InspectCallback, PlcResult
 from cellsight.types import Verdict
 
@@ -231,14 +231,7 @@ class PlcServer:
             result = await asyncio.wait_for(self._inspect(station, cell_id), timeout)
             if not isinstance(result, PlcResult) or not isinstance(result.verdict, Verdict):
                 raise TypeError(f"inspection returned {type(result).__name__}, not a PlcResult")
-            outcome = Outcome(
-                verdict=result.verdict,
-                score=float(result.score),
-                defect_class=result.defect_class,
-                cell_id=result.cell_id,
-                model_version=result.model_version,
-                error=result.error,
-            )
+            outcome = replace(result, score=float(result.score))
         except TimeoutError:
             outcome = _failed(cell_id, f"inspection timed out after {timeout:g} s")
         except Exception as exc:
@@ -269,8 +262,8 @@ class PlcServer:
                 await self._server.write_attribute_value(node_id(self._ns, None, HEARTBEAT), datavalue)
 
 
-def _failed(cell_id: str | None, error: str) -> Outcome:
-    return Outcome(Verdict.ERROR, math.nan, None, cell_id or "", model_version="", error=error)
+def _failed(cell_id: str | None, error: str) -> PlcResult:
+    return PlcResult(Verdict.ERROR, math.nan, None, cell_id or "", model_version="", error=error)
 
 
 def _isnan(value: object) -> bool:

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from cellsight.plc.handshake import Outcome, State, StationHandshake, SubState, plc_result
+from cellsight.plc.handshake import State, StationHandshake, SubState, plc_result
+from cellsight.plc.result import PlcResult
 from cellsight.types import Verdict
 
 
@@ -16,8 +17,8 @@ def _ready() -> StationHandshake:
     return hs
 
 
-def _outcome(verdict: Verdict = Verdict.OK, cell: str = "C1", error: str | None = None) -> Outcome:
-    return Outcome(verdict, 0.2, "crack" if verdict is Verdict.NG else None, cell, "m1", error)
+def _outcome(verdict: Verdict = Verdict.OK, cell: str = "C1", error: str | None = None) -> PlcResult:
+    return PlcResult(verdict, 0.2, "crack" if verdict is Verdict.NG else None, cell, "m1", error)
 
 
 def test_full_cycle() -> None:
