@@ -15,17 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cellsight.line.quality import Genealogy, LineQuality, PChart, genealogy_json
-from cellsight.metrics.html_page import escape, figure_html, plotly_script_tag
+from cellsight.metrics.html_page import PAGE_CSS, escape, figure_html, plotly_script_tag
 from cellsight.types import Verdict
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
- color:#1d2430;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #d0d5dd;
- padding-bottom:4px}.sub{color:#5a6473;margin-top:0}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d0d5dd;padding:5px 10px;text-align:left}
-th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.bad{background:#fde8e8}td.ok{background:#e8f6ec}.note{color:#5a6473;font-size:.9em}
+_CSS = PAGE_CSS + """
+.note{color:#5a6473;font-size:.9em}
 .plots{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 """
 _WIDE = 1150

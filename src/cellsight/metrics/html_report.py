@@ -15,21 +15,14 @@ import plotly.graph_objects as go
 from sklearn.metrics import roc_curve
 
 from cellsight.metrics._common import failed_as_worst, jsonable, one_class
-from cellsight.metrics.html_page import escape, figure_html, plotly_script_tag
+from cellsight.metrics.html_page import PAGE_CSS, escape, figure_html, plotly_script_tag
 from cellsight.metrics.operating_point import RateWithInterval
 from cellsight.metrics.overlay import overlay_heatmap, png_data_uri, thumbnail
 
 if TYPE_CHECKING:
     from cellsight.metrics.report import EvaluationReport, Example
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
- color:#1d2430;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #d0d5dd;
- padding-bottom:4px}.sub{color:#5a6473;margin-top:0}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d0d5dd;padding:5px 10px;text-align:left}
-th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.bad{background:#fde8e8}td.ok{background:#e8f6ec}
+_CSS = PAGE_CSS + """
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plots>div{flex:0 0 560px}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d0d5dd;border-radius:6px;padding:8px;
  width:300px}.card .pair{display:flex;gap:4px}.card img{width:146px;height:auto;image-rendering:auto}
