@@ -136,8 +136,7 @@ class LineRecorder:
         rejected = record.verdict is not Verdict.OK and self.config.on_ng is OnNg.REJECT
         if not rejected and record.station != self._last:
             return
-        seen = [r for r in self.store.trace.inspections(run_id=self.run_id, cell_id=record.cell_id)
-                if r.sequence == record.sequence]
+        seen = self.store.trace.inspections(run_id=self.run_id, cell_id=record.cell_id, sequence=record.sequence)
         failed = next((r for r in sorted(seen, key=lambda r: r.station_index) if r.verdict is not Verdict.OK), None)
         verdicts = {r.verdict for r in seen}
         disposition = (Disposition.NG if Verdict.NG in verdicts
