@@ -23,6 +23,7 @@ Protocol: the fixed ELPV split (1,970 train / 654 test cells, defective = probab
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import header, save_json, write_section
+from _record import RESULTS, header, save_json, write_section
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_dataset
 from cellsight.data.dataset import Dataset
@@ -70,6 +71,20 @@ def balanced_threshold(val_scores: np.ndarray, val_labels: np.ndarray) -> float:
     return best_cut
 
 
+def holdout(train: Dataset) -> tuple[Dataset, Dataset, int]:
+    """The headline run's fit and validation parts of the train split (the all-defects budget below):
+    a seeded 15% of the goods and 15% of the defects are held out. Returns (fit, val, validation goods);
+    val lists its goods first. `elpv_finetune.py` trains on exactly these parts."""
+    goods, defects = train.select(label=0), train.select(label=1)
+    good_order = np.random.default_rng(0).permutation(len(goods))
+    n_val_good = round(len(goods) * VAL_FRACTION)
+    defect_order = np.random.default_rng(1).permutation(len(defects))
+    n_val_defect = max(1, round(len(defects) * VAL_FRACTION))
+    val = [goods.items[i] for i in good_order[:n_val_good]] + [defects.items[i] for i in defect_order[:n_val_defect]]
+    fit = [goods.items[i] for i in good_order[n_val_good:]] + [defects.items[i] for i in defect_order[n_val_defect:]]
+    return Dataset(train.name, tuple(fit)), Dataset(train.name, tuple(val)), n_val_good
+
+
 def evaluate(val_good: np.ndarray, test: np.ndarray, test_data: Dataset, threshold: float | None = None
              ) -> dict[str, Any]:
     """Metrics at the 5%-overkill threshold from validation goods (or at a given raw threshold)."""
@@ -101,8 +116,6 @@ def main() -> None:
     parser.add_argument("--option", nargs="*", default=[], help="supervised setting key=value (JSON values)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    import json
-
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
     title = header("ELPV supervised: labelled defects, traditional vs deep, label budget")  # load at start
 
@@ -224,6 +237,26 @@ def main() -> None:
     print(text)
 
 
+def end_to_end_rows() -> list[str]:
+    """The GPU-trained end-to-end rows from `elpv_finetune.py`'s results, where they exist: same split,
+    same validation goods, same threshold rule, so they belong in this table."""
+    path = RESULTS / "elpv_finetune.json"
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text())
+    chosen = next(r for r in saved["rows"] if r["name"] == saved["chosen"])
+    minutes = chosen["gpu_fit_seconds"] / 60
+    lines = []
+    for label, source in ((f"supervised, end-to-end ({chosen['name']}, GPU)", chosen),
+                          ("hybrid, end-to-end (GPU)", saved["hybrids"]["chosen"])):
+        r = source["at_5pct_overkill"]["all"]
+        lines.append(f"| {label} | {r['recall']:.1%} | {r['overkill']} | {r['accuracy']} | {r['auroc']:.4f} | "
+                     f"{minutes:.1f} on the GPU |")
+    note = ('End-to-end rows: `elpv_finetune.py` (section "ELPV supervised, end-to-end fine-tuning"), trained on '
+            "a GPU, scored on this CPU; the other rows are this run's.")
+    return [*lines, "", note]
+
+
 def report(title: str, rows: dict[str, dict[str, Any]], budgets: list[dict[str, Any]], encode_s: float,
            n_val_good: int, n_fit_good: int) -> str:
     sup, nat, bal = rows["supervised"], rows["supervised_at_p05"], rows["supervised_at_val_balanced"]
@@ -262,6 +295,7 @@ def report(title: str, rows: dict[str, dict[str, Any]], budgets: list[dict[str, 
         r = rows[name]["all"]
         lines.append(f"| {name} | {r['recall']:.1%} | {r['overkill']} | {r['accuracy']} | {r['auroc']:.4f} | "
                      f"{rows[name]['fit_seconds'] / 60:.1f} |")
+    lines += end_to_end_rows()
     lines += [
         "",
         "### Labelled-defect budget (goods: all; n = labelled defects in total, 15% of them held out)",

@@ -1,8 +1,11 @@
 """GPU throughput of the default detector (PatchCore, lite0, 256x256): one prepared script for a lent GPU.
 
-Fits on ELPV good cells with the CPU path's settings, then scores a fixed batch of test cells on the GPU
+Fits on ELPV good cells with the CPU path's settings, then scores a fixed batch of other cells on the GPU
 (runtime "cuda": half-precision backbone, exact matrix-product neighbour search on the GPU) at several
 batch sizes. Pre-decoded images; the CPU-side resize is included. Writes its BENCHMARKS.md section.
+`--data-dir` reads an ELPV data folder holding the train cells only (a GPU machine given those alone,
+see `elpv_finetune.py`): then the scored cells are train cells not used for the fit (throughput does
+not depend on which cells; accuracy is measured elsewhere).
 
     .venv/bin/python benchmarks/gpu.py --n-fit 300
 """
@@ -20,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import header, save_json, write_section
 from cellsight.data import LazyImages, load_dataset
+from cellsight.data.elpv import load_elpv
 from cellsight.detectors.patchcore import PatchCore
 
 
@@ -27,13 +31,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-fit", type=int, default=300)
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--data-dir", type=Path, help="ELPV data folder with the train cells (labels.csv + images/)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no GPU visible to torch: this benchmark needs one")
-    dataset = load_dataset("elpv")
-    goods = dataset.select(split="train", defect_class="good").paths[: args.n_fit]
+    if args.data_dir:
+        train = load_elpv(args.data_dir, splits=("train",))
+        goods = train.select(defect_class="good").paths[: args.n_fit]
+        fitted = set(goods)
+        scored = [p for p in train.paths if p not in fitted][:654]
+    else:
+        dataset = load_dataset("elpv")
+        goods = dataset.select(split="train", defect_class="good").paths[: args.n_fit]
+        scored = dataset.select(split="test").paths
+    started = time.perf_counter()
     detector = PatchCore(runtime="cuda").fit(LazyImages(goods))
-    test = list(LazyImages(dataset.select(split="test").paths))
+    fit_s = time.perf_counter() - started
+    test = list(LazyImages(scored))
     rows = []
     for batch in args.batches:
         images = [test[i % len(test)] for i in range(batch)]
@@ -45,9 +59,9 @@ def main() -> None:
             detector.score_images(images)
         torch.cuda.synchronize()
         rows.append({"batch": batch, "images_per_s": batch * repeats / (time.perf_counter() - started)})
-    save_json("gpu", {"card": torch.cuda.get_device_name(0), "rows": rows})
+    save_json("gpu", {"card": torch.cuda.get_device_name(0), "fit_seconds": fit_s, "rows": rows})
     lines = [header("GPU throughput (PatchCore, tf_efficientnet_lite0, 256x256)"),
-             f"Card: {torch.cuda.get_device_name(0)}; fitted on {len(goods)} ELPV good cells.", "",
+             f"Card: {torch.cuda.get_device_name(0)}; fitted on {len(goods)} ELPV good cells in {fit_s:.1f} s.", "",
              "| batch | images/s |", "|---|---|"]
     lines += [f"| {row['batch']} | {row['images_per_s']:.0f} |" for row in rows]
     write_section("gpu", "\n".join(lines))

@@ -18,9 +18,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cellsight", *args], capture_output=True, text=True, env=env)
 
 
-def test_train_supervised_then_eval(tiny_labelled: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fine_tune", ["top", "full"])
+def test_train_supervised_then_eval(tiny_labelled: Path, tmp_path: Path, fine_tune: str) -> None:
+    """Both ways of training (frozen-prefix cache, end-to-end) through the real CLI."""
     model = tmp_path / "station.safetensors"
-    settings = ["image_size=64", "views=1", "max_epochs=2", "batch_size=16", "lr=0.003"]
+    settings = ["image_size=64", "views=1", "max_epochs=2", "batch_size=16", "lr=0.003", f"fine_tune={fine_tune}"]
     train = _cli(
         "train", "--detector", "supervised", "--data", str(tiny_labelled / "manifest.csv"), "--out", str(model),
         "--escape", "0.2", *[a for s in settings for a in ("--option", s)],
@@ -36,6 +38,7 @@ def test_train_supervised_then_eval(tiny_labelled: Path, tmp_path: Path) -> None
     for key in ("accuracy", "escape", "overkill"):
         assert key in text
     assert "\"detector\": \"supervised\"" in text
+    assert f"\"fine_tune\": \"{fine_tune}\"" in text
 
 
 def test_supervised_refuses_good_only_data(tiny_mvtec: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 
@@ -46,19 +47,25 @@ def elpv_data_dir() -> Path:
     return data_dir
 
 
-def load_elpv(data_dir: Path | None = None) -> Dataset:
+def load_elpv(data_dir: Path | None = None, splits: Collection[str] = ("train", "test")) -> Dataset:
     """The ELPV cells with cellsight's fixed train/test split, checked against the package's labels.
 
     `data_dir` defaults to the installed package's data folder (labels.csv + images/). meta holds
-    "type" (mono / poly) and "probability" (the expert rating, as text).
+    "type" (mono / poly) and "probability" (the expert rating, as text). `splits` limits the cells to
+    those splits: only their images must be present (a training machine given the train cells alone).
     """
     data_dir = elpv_data_dir() if data_dir is None else Path(data_dir)
     package_labels = _read_package_labels(data_dir / "labels.csv")
     split_rows = _read_split()
     _check_agreement(package_labels, split_rows, data_dir / "labels.csv")
+    unknown = set(splits) - {"train", "test"}
+    if unknown:
+        raise DatasetError(f"ELPV has train and test splits, not {', '.join(sorted(unknown))}")
     images = data_dir / "images"
     items: list[Item] = []
     for image, probability_text, cell_type, split in split_rows:
+        if split not in splits:
+            continue
         probability = float(probability_text)
         path = images / image
         if not path.is_file():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cellsight.data.images import to_float01, to_gray, to_rgb
 from cellsight.detectors.base import ProgressCallback
@@ -48,6 +49,36 @@ class Augmentation:
         mean = float(image.mean())
         image = np.clip((image - mean) * factor + mean + offset, 0.0, 1.0).astype(np.float32)
         return image, mask
+
+    def batch(
+        self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The same random views for a torch batch (N, C, H, W) in [0, 1] on any device, each image its own
+        draw; masks (N, 1, H, W) move with their images. End-to-end fine-tuning augments every step this
+        way on the GPU. The random numbers come from `generator` on the CPU, so a seed gives the same
+        views on either device."""
+        n, _, height, width = images.shape
+        draws = torch.rand(n, 6, generator=generator)
+        if self.flip:
+            flip_x = draws[:, 0] < 0.5
+            flip_y = draws[:, 1] < 0.5
+        else:
+            flip_x = flip_y = torch.zeros(n, dtype=torch.bool)
+        shift = (draws[:, 2:4] * 2.0 - 1.0) * self.max_shift * 2.0  # fraction of the side -> [-1, 1] units
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = torch.where(flip_x, -1.0, 1.0)
+        theta[:, 1, 1] = torch.where(flip_y, -1.0, 1.0)
+        theta[:, :, 2] = -shift  # sample from x - dx: the content moves by +dx, as in cv2.warpAffine
+        theta = theta.to(images.device, images.dtype)
+        grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+        out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        factor = (1.0 + (draws[:, 4] * 2.0 - 1.0) * self.contrast).to(images.device, images.dtype)
+        offset = ((draws[:, 5] * 2.0 - 1.0) * self.brightness).to(images.device, images.dtype)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * factor.view(n, 1, 1, 1) + mean + offset.view(n, 1, 1, 1)).clamp(0.0, 1.0)
+        if masks is not None:
+            masks = F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        return out, masks
 
 
 # Test-time views: as is, left-right, up-down, both (solar cells look the same either way round).

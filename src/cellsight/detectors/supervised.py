@@ -2,19 +2,21 @@
 
 Good-only detectors see what is unusual; this one learns what the station's defects look like, which is
 what a line wants once it has labelled some. Training is a plain torch loop:
-- the stem and the first `frozen_blocks` blocks keep their ImageNet weights; their output is cached per
-  image and augmented view (see `finetune.py` for why), the deeper blocks and the heads are trained;
+- `fine_tune="top"` (the CPU default): the stem and the first `frozen_blocks` (6) blocks keep their
+  ImageNet weights; their output is cached per image and augmented view (see `finetune.py` for why), the
+  deeper blocks and the heads are trained;
+- `fine_tune="full"` (the GPU default): only the stem and the first block stay frozen; every step runs the
+  whole net on freshly augmented images, in bfloat16 autocast on CUDA (see `end_to_end.py` for why);
 - class-balanced loss (defect vs good, and the defect class where there are several), plus a light
   segmentation head trained on masks where the training set has them;
 - linear warm-up then cosine learning rate, label smoothing, early stopping (patience) on the held-out
   validation split, restoring the best epoch's weights;
 - test-time augmentation (`tta`): the defect logit is the mean over the cell and its three flips;
-- defaults (256 px, blocks 0-5 frozen, 3 cached views, up to 30 epochs) were chosen on ELPV's validation
-  split for a 2-core CPU: training takes minutes there. On a GPU, `frozen_blocks=5` (or lower), more
-  views and `image_size=300` cost little; on ELPV blocks 0-4 frozen gave a higher validation AUROC
-  (0.972 vs 0.948) but the same test accuracy, at 6x the CPU training loop;
-- deterministic for a seed on a given device; on a GPU when there is one, and the model file is the same
-  either way (tensors are stored on the CPU).
+- defaults for "top" (256 px, blocks 0-5 frozen, 3 cached views, up to 30 epochs) were chosen on ELPV's
+  validation split for a 2-core CPU: training takes minutes there; on ELPV blocks 0-4 frozen gave a
+  higher validation AUROC (0.972 vs 0.948) but the same test accuracy, at 6x the CPU training loop;
+- deterministic for a seed on the CPU (on a GPU up to cuDNN's kernel choice); on a GPU when there is one,
+  and the model file is the same either way (tensors are stored on the CPU, inference runs on both).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from cellsight.detectors.base import (
     ProgressFactory,
     make_predictions,
 )
+from cellsight.detectors.end_to_end import (
+    PreparedImages,
+    area_downsample,
+    autocast,
+    batches,
+    prepare_images,
+)
 from cellsight.detectors.finetune import (
     FLIPS,
     Augmentation,
@@ -49,7 +58,7 @@ from cellsight.detectors.finetune import (
     prepare_image,
 )
 from cellsight.detectors.registry import register
-from cellsight.detectors.supervised_net import SupervisedNet, build_backbone
+from cellsight.detectors.supervised_net import NetOutput, SupervisedNet, build_backbone
 from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
 from cellsight.features.weights import pretrained_state_dict
 from cellsight.types import Prediction, Verdict
@@ -75,7 +84,7 @@ class Supervised(Detector):
         backbone_weights: str | None = None,
         image_size: int = 256,
         channels: int = 3,
-        frozen_blocks: int = 6,
+        frozen_blocks: int | None = None,
         views: int = 3,
         max_epochs: int = 30,
         patience: int = 6,
@@ -88,6 +97,7 @@ class Supervised(Detector):
         warmup_epochs: float = 1.0,
         label_smoothing: float = 0.1,
         tta: bool = True,
+        fine_tune: str = "auto",
         device: str = "auto",
         seed: int = 0,
     ) -> None:
@@ -96,7 +106,9 @@ class Supervised(Detector):
         self.backbone_weights = backbone_weights
         self.image_size = image_size
         self.channels = channels
-        self.frozen_blocks = frozen_blocks
+        self.device = choose_device(device)
+        self.fine_tune = fine_tune_mode(fine_tune, self.device)
+        self.frozen_blocks = frozen_blocks if frozen_blocks is not None else FROZEN_BLOCKS[self.fine_tune]
         self.views = views
         self.max_epochs = max_epochs
         self.patience = patience
@@ -109,7 +121,6 @@ class Supervised(Detector):
         self.warmup_epochs = warmup_epochs
         self.label_smoothing = label_smoothing
         self.tta = tta
-        self.device = choose_device(device)
         self.seed = seed
         self.augmentation = Augmentation()
         self.spec = backbone_spec(backbone)
@@ -144,11 +155,8 @@ class Supervised(Detector):
     ) -> Encoded:
         """Frozen-part features of `data` (view 0 as is, further views augmented, or with `flips` the image
         and its three flips); needs `build` first."""
-        index = {name: i for i, name in enumerate(self.defect_classes)}
-        pairs = zip(data.defect_classes, data.labels, strict=True)
-        class_index = [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
         return encode(
-            data.images, data.labels, class_index, data.masks, self._frozen, self.image_size, self.channels,
+            data.images, data.labels, self._class_index(data), data.masks, self._frozen, self.image_size, self.channels,
             views, self.augmentation, self.seed, progress=progress, flips=flips,
         )
 
@@ -160,16 +168,82 @@ class Supervised(Detector):
             raise ValueError("supervised needs both good and defective images in the training split")
         has_masks = any(m is not None for m, y in zip(train.masks, train.labels, strict=True) if y == 1)
         self.build(defects, has_masks)
+        if self.fine_tune == "full":
+            prep_train = self.prepare(train, progress("read train", len(train)) if progress else None)
+            prep_val = self.prepare(val, progress("read validation", len(val)) if progress else None)
+            return self.fit_prepared(prep_train, prep_val, progress)
         enc_train = self.encode(train, self.views, progress("encode train", len(train)) if progress else None)
         enc_val = self.encode(val, 1, progress("encode validation", len(val)) if progress else None)
         return self.fit_encoded(enc_train, enc_val, progress)
 
+    def prepare(self, data: LabelledImages, progress: ProgressCallback | None = None) -> PreparedImages:
+        """`data` decoded at the working size for end-to-end training; needs `build` first."""
+        return prepare_images(data, self._class_index(data), self.image_size, self.channels, progress)
+
+    def _class_index(self, data: LabelledImages) -> list[int]:
+        index = {name: i for i, name in enumerate(self.defect_classes)}
+        pairs = zip(data.defect_classes, data.labels, strict=True)
+        return [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
+
     def fit_encoded(self, train: Encoded, val: Encoded, progress: ProgressFactory | None = None) -> Self:
-        """The training loop on cached features; `build` must have been called (fit_labelled does)."""
-        net = self.net
-        if net is None:
-            raise RuntimeError("call build() before fit_encoded()")
-        if len(val) == 0 or len(set(val.labels.tolist())) < 2:
+        """The "top" training loop on cached features; `build` must have been called (fit_labelled does)."""
+        net = self._built()
+
+        def epoch(generator: torch.Generator) -> tuple[torch.Tensor, BatchLoss]:
+            order = torch.randperm(len(train), generator=generator)
+            view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
+            return order, lambda idx: self._loss(net, train, idx, view[idx], weights, self.dropout)
+
+        weights = _LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
+                                  len(self.defect_classes), self.device)
+        return self._train(len(train), val.labels, epoch, lambda: self.score_encoded(val), progress)
+
+    def fit_prepared(
+        self, train: PreparedImages, val: PreparedImages, progress: ProgressFactory | None = None
+    ) -> Self:
+        """The "full" training loop: the whole net (stem and first block aside) on images augmented afresh
+        each step; `build` must have been called (fit_labelled does)."""
+        net = self._built()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
+            net.to(memory_format=torch.channels_last)
+        weights = _LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
+                                  len(self.defect_classes), self.device)
+
+        def epoch(generator: torch.Generator) -> tuple[torch.Tensor, BatchLoss]:
+            def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+                masks = train.masks[idx].to(self.device) if self.segmentation else None
+                images, masks = self.augmentation.batch(train.images[idx].to(self.device), masks, generator)
+                x = preprocess(images, self.spec, layout="NCHW", channels_last=self.device.type == "cuda")
+                with autocast(self.device):
+                    out = net.top(net.trunk(x), self.dropout)
+                known = train.mask_known[idx].to(self.device)
+                target = None
+                if masks is not None and out.seg_logits is not None:
+                    target = area_downsample(masks, out.seg_logits.shape[-2:])
+                return self._loss_of(out, train.labels[idx], train.classes[idx], target, known, weights)
+
+            return torch.randperm(len(train), generator=generator), batch_loss
+
+        return self._train(len(train), val.labels, epoch, lambda: self.score_prepared(val), progress)
+
+    def _built(self) -> SupervisedNet:
+        if self.net is None:
+            raise RuntimeError("call build() before training")
+        return self.net
+
+    def _train(
+        self,
+        n_train: int,
+        val_labels: torch.Tensor,
+        epoch: Callable[[torch.Generator], tuple[torch.Tensor, BatchLoss]],
+        val_scores: Callable[[], np.ndarray],
+        progress: ProgressFactory | None,
+    ) -> Self:
+        """AdamW, warm-up + cosine, early stopping on the balanced validation loss, best epoch restored.
+        `epoch(generator)` gives the epoch's order and the loss of a batch of indices."""
+        net = self._built()
+        if len(val_labels) == 0 or len(set(val_labels.tolist())) < 2:
             raise ValueError("early stopping needs good and defective images in the validation split")
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
@@ -179,33 +253,32 @@ class Supervised(Detector):
             [{"params": head_params, "lr": self.lr}, {"params": body_params, "lr": self.lr * self.backbone_lr_factor}],
             weight_decay=self.weight_decay,
         )
-        per_epoch = math.ceil(len(train) / self.batch_size)
+        per_epoch = math.ceil(n_train / self.batch_size)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimiser, warmup_cosine(self.max_epochs * per_epoch, round(self.warmup_epochs * per_epoch))
         )
-        weights = _LossWeights.of(train, len(self.defect_classes), self.device)
         advance = progress("train epochs", self.max_epochs) if progress else None
         best_loss, best_state, bad = float("inf"), copy.deepcopy(net.state_dict()), 0
         self.history = []
-        for epoch in range(self.max_epochs):
+        for index in range(self.max_epochs):
+            started = time.perf_counter()
             net.train()
-            order = torch.randperm(len(train), generator=generator)
-            view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
+            order, batch_loss = epoch(generator)
             total = 0.0
-            for start in range(0, len(train), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                loss = self._loss(net, train, idx, view[idx], weights, self.dropout)
+            for idx in batches(n_train, self.batch_size, order):
+                loss = batch_loss(idx)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
                 schedule.step()
                 total += loss.item() * len(idx)
-            val_loss = self._evaluate(net, val, weights)
-            self.history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss})
+            val_loss = balanced_loss(val_scores(), val_labels)
+            self.history.append({"epoch": index, "train_loss": total / n_train, "val_loss": val_loss,
+                                 "seconds": time.perf_counter() - started})
             if advance:
                 advance(1)
             if val_loss < best_loss - 1e-4:
-                best_loss, best_state, bad, self.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, epoch
+                best_loss, best_state, bad, self.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, index
             else:
                 bad += 1
                 if bad >= self.patience:
@@ -218,33 +291,32 @@ class Supervised(Detector):
         self, net: SupervisedNet, data: Encoded, idx: torch.Tensor, view: torch.Tensor, w: _LossWeights,
         dropout: float,
     ) -> torch.Tensor:
-        mid = data.features[idx, view].to(self.device)
-        labels = data.labels[idx].to(self.device)
-        out = net.top(mid, dropout)
+        out = net.top(data.features[idx, view].to(self.device), dropout)
+        masks = data.masks[idx, view].to(self.device) if out.seg_logits is not None else None
+        return self._loss_of(out, data.labels[idx], data.classes[idx], masks, data.mask_known[idx].to(self.device), w)
+
+    def _loss_of(
+        self, out: NetOutput, labels: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor | None,
+        known: torch.Tensor, w: _LossWeights,
+    ) -> torch.Tensor:
+        """Balanced, smoothed defect loss + defect-class loss + segmentation loss where masks are known;
+        `masks` are the defect fractions at the segmentation logits' resolution. Float32 throughout."""
+        labels, classes = labels.to(self.device), classes.to(self.device)
         sample_w = w.label[labels]
         target = labels.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
-        loss = (F.binary_cross_entropy_with_logits(out.logit, target, reduction="none") * sample_w).sum()
+        logit = out.logit.float()
+        loss = (F.binary_cross_entropy_with_logits(logit, target, reduction="none") * sample_w).sum()
         loss = loss / sample_w.sum()
-        classes = data.classes[idx].to(self.device)
         if out.class_logits is not None and bool((classes >= 0).any()):
             keep = classes >= 0
             loss = loss + F.cross_entropy(
-                out.class_logits[keep], classes[keep], weight=w.classes, label_smoothing=self.label_smoothing
+                out.class_logits[keep].float(), classes[keep], weight=w.classes, label_smoothing=self.label_smoothing
             )
-        known = data.mask_known[idx].to(self.device)
-        if out.seg_logits is not None and bool(known.any()):
-            target = data.masks[idx, view].to(self.device)[known]
+        if out.seg_logits is not None and masks is not None and bool(known.any()):
             loss = loss + self.seg_weight * F.binary_cross_entropy_with_logits(
-                out.seg_logits[known], target, pos_weight=w.seg_pos
+                out.seg_logits[known].float(), masks[known], pos_weight=w.seg_pos
             )
         return loss
-
-    def _evaluate(self, net: SupervisedNet, data: Encoded, w: _LossWeights) -> float:
-        """Class-balanced validation loss of the defect logit (the early-stopping criterion)."""
-        logits = torch.from_numpy(self.score_encoded(data))
-        labels = data.labels.float()
-        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-        return float(0.5 * (losses[labels == 0].mean() + losses[labels == 1].mean()))
 
     # -- scoring -----------------------------------------------------------------------------------
     def score_encoded(self, data: Encoded, all_views: bool = False) -> np.ndarray:
@@ -262,6 +334,23 @@ class Supervised(Detector):
                 chunk = data.features[start : start + 64, :views]
                 flat = chunk.reshape(-1, *chunk.shape[2:]).to(self.device)
                 logits.append(net.top(flat).logit.cpu().reshape(len(chunk), views).mean(1))
+        return torch.cat(logits).numpy().astype(np.float32)
+
+    def score_prepared(self, data: PreparedImages, batch_size: int = 64) -> np.ndarray:
+        """Defect logits of prepared images, averaged over the test-time flips when `tta` is on: what
+        `score_images` gives for the same images (the early-stopping score of end-to-end training)."""
+        net = self._built()
+        net.eval()
+        views = len(FLIPS) if self.tta else 1
+        logits = []
+        with torch.inference_mode():
+            for idx in batches(len(data), batch_size):
+                x = data.images[idx].to(self.device)
+                flipped = torch.stack([_flip(x, v) for v in range(views)], 1).flatten(0, 1)
+                batch = preprocess(flipped, self.spec, layout="NCHW", channels_last=self.device.type == "cuda")
+                with autocast(self.device):
+                    logit = net.top(net.trunk(batch)).logit.float()
+                logits.append(logit.cpu().reshape(len(idx), views).mean(1))
         return torch.cat(logits).numpy().astype(np.float32)
 
     def encode_tta(self, data: LabelledImages, progress: ProgressCallback | None = None) -> Encoded:
@@ -341,6 +430,7 @@ class Supervised(Detector):
             "warmup_epochs": self.warmup_epochs,
             "label_smoothing": self.label_smoothing,
             "tta": self.tta,
+            "fine_tune": self.fine_tune,
             "seed": self.seed,
             "defect_classes": self.defect_classes,
             "segmentation": self.segmentation,
@@ -384,9 +474,39 @@ def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:
 _SETTINGS = (
     "backbone", "image_size", "channels", "frozen_blocks", "views", "max_epochs", "patience", "batch_size", "lr",
     "backbone_lr_factor", "weight_decay", "dropout", "seg_weight", "warmup_epochs", "label_smoothing", "tta", "seed",
+    "fine_tune",
 )
 # Settings added later, with the values that reproduce models saved before them (scores of old files stay).
-_OLDER_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "tta": False}
+_OLDER_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "tta": False, "fine_tune": "top"}
+FINE_TUNE_MODES = ("top", "full")
+# Blocks kept at their ImageNet weights: "top" caches their output, "full" freezes only the stem and block 0.
+FROZEN_BLOCKS = {"top": 6, "full": 1}
+
+
+def fine_tune_mode(fine_tune: str, device: torch.device) -> str:
+    """`auto`: end-to-end ("full") on a GPU, the frozen-prefix cache ("top") on the CPU."""
+    if fine_tune == "auto":
+        return "full" if device.type == "cuda" else "top"
+    if fine_tune not in FINE_TUNE_MODES:
+        raise ValueError(f"fine_tune must be auto, top or full, got {fine_tune!r}")
+    return fine_tune
+
+
+def balanced_loss(logits: np.ndarray, labels: torch.Tensor) -> float:
+    """Class-balanced BCE of the defect logit: the early-stopping criterion."""
+    y = labels.float()
+    losses = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), y, reduction="none")
+    return float(0.5 * (losses[y == 0].mean() + losses[y == 1].mean()))
+
+
+def _flip(x: torch.Tensor, view: int) -> torch.Tensor:
+    """Test-time view `view` of `FLIPS` for an (N, C, H, W) batch, as `flip_view` does for one image."""
+    up_down, left_right = FLIPS[view]
+    dims = [d for d, on in ((2, up_down), (3, left_right)) if on]
+    return x.flip(dims) if dims else x
+
+
+BatchLoss = Callable[[torch.Tensor], torch.Tensor]
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -408,11 +528,13 @@ class _LossWeights:
         self.label, self.classes, self.seg_pos = label, classes, seg_pos
 
     @classmethod
-    def of(cls, data: Encoded, n_classes: int, device: torch.device) -> _LossWeights:
-        label = torch.from_numpy(balanced_class_weights(data.labels.numpy(), 2))
-        defect = data.classes[data.classes >= 0].numpy()
+    def of(
+        cls, labels: torch.Tensor, class_index: torch.Tensor, known: torch.Tensor, n_classes: int, device: torch.device
+    ) -> _LossWeights:
+        """From the training labels, defect-class indices and the known masks' pixels."""
+        label = torch.from_numpy(balanced_class_weights(labels.numpy(), 2))
+        defect = class_index[class_index >= 0].numpy()
         classes = torch.from_numpy(balanced_class_weights(defect, n_classes)) if n_classes >= 2 else None
-        known = data.masks[data.mask_known]
         positive = float(known.mean()) if known.numel() else 0.0
         seg_pos = torch.tensor(min((1 - positive) / positive, 50.0) if positive > 0 else 1.0)
         return cls(label.to(device), None if classes is None else classes.to(device), seg_pos.to(device))

@@ -69,3 +69,19 @@ def test_missing_image_in_package_copy_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(DatasetError, match=r"cell0001\.png: ELPV image missing"):
         load_elpv(tmp_path)
+
+
+def test_one_split_needs_only_its_own_images(tmp_path: Path, elpv: Dataset) -> None:
+    """A training machine given only the train cells loads the train split; the test split is not read."""
+    shutil.copy(elpv_data_dir() / "labels.csv", tmp_path / "labels.csv")
+    (tmp_path / "images").mkdir()
+    train = elpv.select(split="train")
+    for item in train:
+        (tmp_path / "images" / item.path.name).symlink_to(item.path)
+    loaded = load_elpv(tmp_path, splits=("train",))
+    assert [i.path.name for i in loaded] == [i.path.name for i in train]
+    assert loaded.labels == train.labels
+    with pytest.raises(DatasetError, match="ELPV image missing"):
+        load_elpv(tmp_path)
+    with pytest.raises(DatasetError, match="not val"):
+        load_elpv(tmp_path, splits=("val",))

