@@ -39,6 +39,7 @@ from cellsight.detectors.registry import register
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
 from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
+from cellsight.features.threads import map_images
 
 
 @register
@@ -175,15 +176,16 @@ class PatchCore(Detector):
             return self._score_tiled(images)
         patch_scores = self._patch_scores([paint_boxes(image, self.ignore_boxes) for image in images])
         size = self.features.image_size
-        scores = np.empty(len(images), dtype=np.float32)
-        maps = []
-        for i, image in enumerate(images):
+
+        def finish(i: int) -> tuple[float, np.ndarray]:
+            """Patch scores -> smoothed map at the working size (its maximum is the score) -> input size."""
             work = cv2.resize(patch_scores[i], (size, size), interpolation=cv2.INTER_LINEAR)
             work = blank_boxes(cv2.GaussianBlur(work, (0, 0), self.smoothing_sigma), self.ignore_boxes)
-            scores[i] = float(work.max())
-            height, width = image.shape[:2]
-            maps.append(cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR))
-        return scores, maps
+            height, width = images[i].shape[:2]
+            return float(work.max()), cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR)
+
+        done = map_images(finish, range(len(images)), self.extractor.workers)
+        return np.array([score for score, _ in done], dtype=np.float32), [m for _, m in done]
 
     def _patch_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, h, w) distance of every patch to its nearest memory-bank patch."""
