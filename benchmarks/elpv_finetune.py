@@ -9,6 +9,7 @@ among the trained configurations by validation AUROC, and every configuration's 
 Steps, one subcommand each (the train cells travel to a GPU machine with `elpv_pack.py`):
   train     each `--config name:key=value,...` on the fit cells; calibrated model files + JSON
   evaluate  here: the model files (trained anywhere) on the validation and test cells; BENCHMARKS.md
+  ensemble  the model files as one deployable `ensemble` model file (after evaluate: uses its scores)
 
     python3 benchmarks/elpv_finetune.py train --data-dir /tmp/elpv --out $OUT --config a:image_size=300
     PYTHONPATH=src .venv/bin/python benchmarks/elpv_finetune.py evaluate --models runs/gpu/*.safetensors
@@ -32,6 +33,7 @@ from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_dataset
 from cellsight.data.dataset import Dataset
 from cellsight.data.elpv import load_elpv
+from cellsight.detectors.ensemble import SupervisedEnsemble
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.detectors.supervised import Supervised
@@ -158,11 +160,13 @@ def rows_at_thresholds(val_scores: np.ndarray, test_scores: np.ndarray, val_labe
 
 def evaluate_models(models: list[Path], train_json: Path, threads: int) -> None:
     torch.set_num_threads(threads)
-    title = header("ELPV supervised, end-to-end fine-tuning (trained on a GPU, tested on this CPU)")
+    trained = json.loads(train_json.read_text())
+    on_gpu = "no GPU" not in trained["machine"]
+    title = header("ELPV supervised, end-to-end fine-tuning (trained on a GPU, tested on this CPU)" if on_gpu
+                   else "ELPV supervised, end-to-end fine-tuning on the CPU (no GPU)")
     dataset = load_dataset("elpv")
     fit, val, n_val_good = holdout(dataset.select(split="train"))
     test = dataset.select(split="test")
-    trained = json.loads(train_json.read_text())
     by_file = {run["model_file"]: run for run in trained["runs"] if "model_file" in run}
     val_labels = np.asarray(val.labels)
     rows: list[dict[str, Any]] = []
@@ -194,6 +198,12 @@ def evaluate_models(models: list[Path], train_json: Path, threads: int) -> None:
         "chosen": hybrid_rows(pc, all_val[chosen_index], all_test[chosen_index], val_labels, n_val_good, test),
         "ensemble": hybrid_rows(pc, mean_val, mean_test, val_labels, n_val_good, test),
     }
+    if not on_gpu:  # trained here: its own short section, the GPU section stays as it is
+        save_json("elpv_finetune_cpu", {"train": trained, "rows": rows, "chosen": chosen["name"], "hybrids": hybrids})
+        text = report_cpu_trained(title, trained, chosen, hybrids["chosen"])
+        write_section("elpv-finetune-cpu", text)
+        print(text)
+        return
     estimate = cpu_training_estimate(chosen["options"], fit, val, chosen["epochs_run"])
     save_json("elpv_finetune", {"train": trained, "rows": rows, "chosen": chosen["name"], "ensemble": ensemble,
                                 "hybrids": hybrids, "cpu_estimate": estimate})
@@ -223,7 +233,7 @@ def report(title: str, trained: dict[str, Any], rows: list[dict[str, Any]], chos
                      f"(best {r['best_epoch'] + 1}) |")
     for title_text, source in ((f"Chosen model ({chosen['name']})", chosen),
                                (f"Mean logit of all {len(rows)} models (val AUROC {ensemble['val_auroc']:.4f}; "
-                                "an ensemble, not one model file: cellsight does not deploy ensembles yet)",
+                                "deployable as one `ensemble` model file: `elpv_finetune.py ensemble`)",
                                 ensemble)):
         lines += ["", f"{title_text}, by threshold and cell type:", "",
                   "| threshold | cells | accuracy | escape | overkill | AUROC |", "|---|---|---|---|---|---|"]
@@ -256,6 +266,55 @@ def report(title: str, trained: dict[str, Any], rows: list[dict[str, Any]], chos
     return "\n".join(lines)
 
 
+def build_ensemble(models: list[Path], out: Path) -> None:
+    """One deployable `ensemble` model file from trained model files, calibrated like `train` does (5% overkill
+    on the validation goods, from the members' cached validation scores: run `evaluate` first)."""
+    dataset = load_dataset("elpv")
+    _, val, n_val_good = holdout(dataset.select(split="train"))
+    members, val_scores = [], []
+    for path in models:
+        loaded = load_model(path)
+        cache = json.loads(path.with_suffix(".scores.json").read_text())
+        if cache["content_hash"] != loaded.content_hash:
+            raise SystemExit(f"{path}: cached scores are of another model file; run evaluate again")
+        assert isinstance(loaded.detector, Supervised)
+        members.append(loaded.detector)
+        val_scores.append(np.asarray(cache["val"]))
+    ensemble = SupervisedEnsemble.from_members(members)
+    mean_val = np.mean(val_scores, axis=0)
+    ensemble.calibration = calibrate_for_overkill(mean_val[:n_val_good], TARGET_OVERKILL)
+    check = ensemble.score_images(list(LazyImages(val.paths[:CHECK_CELLS])))[0]
+    deviation = float(np.abs(check - mean_val[:CHECK_CELLS]).max())
+    if deviation > 1e-4:
+        raise SystemExit(f"the ensemble does not reproduce its members' mean logit (max |diff| {deviation:.1e})")
+    training = {"benchmark": "elpv_finetune", "members": [m.name for m in models]}
+    content_hash = save_model(out, ensemble, training=training)
+    print(f"{out}: {len(members)} members, hash {content_hash[:12]}, {out.stat().st_size / 1e6:.0f} MB; "
+          f"reproduces the members' mean logit to {deviation:.1e}")
+
+
+def report_cpu_trained(title: str, trained: dict[str, Any], row: dict[str, Any], hybrid: dict[str, Any]) -> str:
+    """A model trained end to end on this CPU (smaller images to keep it to minutes, not hours)."""
+    settings = ", ".join(f"{k}={v}" for k, v in row["options"].items())
+    lines = [
+        title,
+        f"What a plant without a GPU gets from `fine_tune=full`: {settings}. Same protocol as the GPU section "
+        f"({trained['n_fit']} fit cells, {trained['n_val']} validation cells; threshold for 5% overkill on the "
+        f"validation goods). Training: {row['gpu_fit_seconds'] / 60:.0f} min on this CPU, {row['epochs_run']} "
+        f"epochs (best {row['best_epoch'] + 1}); inference {row['cpu_ms_per_image']:.0f} ms per cell.",
+        "",
+        "| method | threshold | cells | accuracy | escape | overkill | AUROC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, source in (("supervised", row), ("hybrid with PatchCore", hybrid)):
+        for key, rule in (("at_5pct_overkill", "5% overkill on val goods"), ("at_p05", "logit 0")):
+            for part in ("all", "mono", "poly"):
+                r = source[key][part]
+                lines.append(f"| {label} | {rule} | {part} ({r['n']}) | {r['accuracy']} | {r['escape']} | "
+                             f"{r['overkill']} | {r['auroc']:.4f} |")
+    return "\n".join([*lines, "", "Histories: `benchmarks/results/elpv_finetune_cpu.json`."])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="step", required=True)
@@ -268,9 +327,14 @@ def main() -> None:
     p_eval.add_argument("--models", type=Path, nargs="+", required=True)
     p_eval.add_argument("--train-json", type=Path, help="default: elpv_finetune_train.json beside the models")
     p_eval.add_argument("--threads", type=int, default=2)
+    p_ens = sub.add_parser("ensemble")
+    p_ens.add_argument("--models", type=Path, nargs="+", required=True)
+    p_ens.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.step == "train":
         train(args.data_dir, args.out, args.config, args.budget_seconds)
+    elif args.step == "ensemble":
+        build_ensemble(args.models, args.out)
     else:
         evaluate_models(args.models, args.train_json or args.models[0].parent / "elpv_finetune_train.json",
                         args.threads)

@@ -45,3 +45,19 @@ def test_supervised_refuses_good_only_data(tiny_mvtec: Path, tmp_path: Path) -> 
     result = _cli("train", "--detector", "supervised", "--data", str(tiny_mvtec), "--out", str(tmp_path / "m.st"))
     assert result.returncode != 0
     assert "defective" in result.stderr + result.stdout
+
+
+def test_train_an_ensemble_then_predict(tiny_labelled: Path, tmp_path: Path) -> None:
+    model = tmp_path / "ensemble.safetensors"
+    supervised = json.dumps({"image_size": 64, "views": 1, "max_epochs": 2, "batch_size": 16, "lr": 0.003})
+    train = _cli(
+        "train", "--detector", "ensemble", "--data", str(tiny_labelled / "manifest.csv"), "--out", str(model),
+        "--option", "members=2", "--option", f"supervised={supervised}",
+    )
+    assert train.returncode == 0, train.stderr
+    report = tmp_path / "eval.json"
+    manifest = str(tiny_labelled / "manifest.csv")
+    evaluated = _cli("eval", "--model", str(model), "--data", manifest, "--json", str(report))
+    assert evaluated.returncode == 0, evaluated.stderr
+    text = report.read_text()
+    assert "\"detector\": \"ensemble\"" in text and text.count("\"image_size\": 64") >= 2

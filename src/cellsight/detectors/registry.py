@@ -31,4 +31,4 @@ def detector_names() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    from cellsight.detectors import classical, hybrid, patchcore, supervised  # noqa: F401
+    from cellsight.detectors import classical, ensemble, hybrid, patchcore, supervised  # noqa: F401

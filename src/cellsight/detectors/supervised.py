@@ -399,16 +399,10 @@ class Supervised(Detector):
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """As for every detector, with the defect class from the class head on NG images."""
-        if self.calibration is None:
-            raise NotCalibratedError(f"{self.name} detector has no calibration: calibrate it before predict")
         start = time.perf_counter()
         scores, maps, classes = self.infer(images)
         latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
-        predictions = make_predictions(self.calibration, scores, maps, latency_ms)
-        return [
-            replace(p, defect_class=c) if p.verdict == Verdict.NG and c else p
-            for p, c in zip(predictions, classes, strict=True)
-        ]
+        return predictions_with_classes(self, scores, maps, classes, latency_ms)
 
     # -- model file ------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -460,6 +454,19 @@ class Supervised(Detector):
         net.load_state_dict(tensors, strict=True)
         detector.net = _placed(net, detector.device)
         return detector
+
+
+def predictions_with_classes(
+    detector: Detector, scores: np.ndarray, maps: list[np.ndarray], classes: list[str | None], latency_ms: float
+) -> list[Prediction]:
+    """Verdicts from the detector's calibration, with the predicted defect class on the NG ones."""
+    if detector.calibration is None:
+        raise NotCalibratedError(f"{detector.name} detector has no calibration: calibrate it before predict")
+    predictions = make_predictions(detector.calibration, scores, maps, latency_ms)
+    return [
+        replace(p, defect_class=c) if p.verdict == Verdict.NG and c else p
+        for p, c in zip(predictions, classes, strict=True)
+    ]
 
 
 def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:

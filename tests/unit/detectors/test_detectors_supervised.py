@@ -13,6 +13,7 @@ from cellsight.data import LazyImages
 from cellsight.data.manifest import load_manifest
 from cellsight.data.mvtec import load_mvtec
 from cellsight.detectors.base import LabelledImages
+from cellsight.detectors.ensemble import SupervisedEnsemble
 from cellsight.detectors.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.registry import detector_class
@@ -232,3 +233,28 @@ def test_batch_augmentation_moves_mask_with_image_and_keeps_flips_exact() -> Non
     # Same seed, same views.
     again, _ = flips_only.batch(ramp, None, torch.Generator().manual_seed(1))
     assert torch.equal(again, views)
+
+
+def test_ensemble_is_the_mean_of_its_members_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
+    train, val, test = _split(tiny_labelled, masks=True)
+    ensemble = SupervisedEnsemble(members=2, supervised=TINY).fit_labelled(train, val)
+    assert [m.seed for m in ensemble.members] == [0, 1]
+    scores, maps = ensemble.score_images(test.images)
+    member_scores = [m.score_images(test.images)[0] for m in ensemble.members]
+    np.testing.assert_allclose(scores, np.mean(member_scores, axis=0), rtol=1e-6, atol=1e-6)
+    assert image_auroc(list(test.labels), scores) >= 0.9
+    assert maps[0].shape == test.images[0].shape[:2]
+    ensemble.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    save_model(tmp_path / "ensemble.safetensors", ensemble, training={})
+    loaded = load_model(tmp_path / "ensemble.safetensors").detector
+    assert isinstance(loaded, SupervisedEnsemble) and len(loaded.members) == 2
+    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
+    flagged = [p for p in loaded.predict(test.images) if p.verdict == "NG"]
+    assert flagged and {p.defect_class for p in flagged} <= {"crack", "spot"}
+    # Members trained apart join as they are; members that disagree on the classes are refused.
+    joined = SupervisedEnsemble.from_members(ensemble.members)
+    np.testing.assert_array_equal(joined.score_images(test.images)[0], scores)
+    other = Supervised(**TINY)
+    other.build(["scratch"], segmentation=False)
+    with pytest.raises(ValueError, match="same defect classes"):
+        SupervisedEnsemble.from_members([ensemble.members[0], other])
