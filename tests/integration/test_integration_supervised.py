@@ -39,6 +39,13 @@ def test_train_supervised_then_eval(tiny_labelled: Path, tmp_path: Path, fine_tu
         assert key in text
     assert "\"detector\": \"supervised\"" in text
     assert f"\"fine_tune\": \"{fine_tune}\"" in text
+    # predict names what it flags with the class head (the same path as eval and the line).
+    lines = tmp_path / "predictions.jsonl"
+    predicted = _cli("predict", "--model", str(model), "--out", str(lines), str(tiny_labelled))
+    assert predicted.returncode == 0, predicted.stderr
+    rows = [json.loads(line) for line in lines.read_text().splitlines()]
+    named = {row.get("defect_class") for row in rows if row["verdict"] == "NG"}
+    assert named and named <= {"crack", "spot"}
 
 
 def test_supervised_refuses_good_only_data(tiny_mvtec: Path, tmp_path: Path) -> None:

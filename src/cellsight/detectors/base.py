@@ -92,6 +92,14 @@ class Detector(ABC):
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Raw image scores (higher = more anomalous) and raw anomaly maps, each the input's size."""
 
+    def score_and_name(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray], list[str | None] | None]:
+        """`score_images` plus, for detectors that name defects in the same pass (a class head), each image's
+        most likely defect class; None where naming is a separate step on the flagged images (`name_defects`)."""
+        scores, maps = self.score_images(images)
+        return scores, maps, None
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-serialisable settings needed to rebuild the detector."""
@@ -116,9 +124,15 @@ def predict_with_maps(detector: Detector, images: Sequence[np.ndarray]) -> tuple
     """Predictions (NG ones named where the detector can) and the raw maps: the one inference path."""
     assert detector.calibration is not None
     start = time.perf_counter()
-    raw_scores, raw_maps = detector.score_images(images)
+    raw_scores, raw_maps, classes = detector.score_and_name(images)
     predictions = make_predictions(detector.calibration, raw_scores, raw_maps, 0.0)
-    predictions = name_flagged(detector, images, raw_maps, predictions)
+    if classes is None:
+        predictions = name_flagged(detector, images, raw_maps, predictions)
+    else:
+        predictions = [
+            replace(p, defect_class=c) if p.verdict is Verdict.NG and c else p
+            for p, c in zip(predictions, classes, strict=True)
+        ]
     latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
     return [replace(p, latency_ms=latency_ms) for p in predictions], list(raw_maps)
 

@@ -10,7 +10,6 @@ the members' maps (logit units, like the score); the defect class is the members
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Self
@@ -20,8 +19,7 @@ import torch
 
 from cellsight.detectors.base import Detector, LabelledImages, ProgressCallback, ProgressFactory
 from cellsight.detectors.registry import register
-from cellsight.detectors.supervised import Supervised, predictions_with_classes
-from cellsight.types import Prediction
+from cellsight.detectors.supervised import Supervised
 
 
 @register
@@ -78,11 +76,8 @@ class SupervisedEnsemble(Detector):
         scores, maps, _ = self.infer(images)
         return scores, maps
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        start = time.perf_counter()
-        scores, maps, classes = self.infer(images)
-        latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
-        return predictions_with_classes(self, scores, maps, classes, latency_ms)
+    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        return self.infer(images)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -70,12 +70,17 @@ class Hybrid(Detector):
         return (w_pc * (patchcore_scores - mean) / std + w_sup * supervised_logits + bias).astype(np.float32)
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        scores, maps, _ = self.score_and_name(images)
+        return scores, maps
+
+    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        """Combined scores and maps; the defect class from the supervised part's class head."""
         if not self.fitted:
             raise RuntimeError("hybrid is not fitted")
         pc, pc_maps = self.patchcore.score_images(images)
-        sup, sup_maps = self.supervised.score_images(images)
+        sup, sup_maps, classes = self.supervised.infer(images)
         maps = [self.combine_scores(a, b) for a, b in zip(pc_maps, sup_maps, strict=True)]
-        return self.combine_scores(pc, sup), maps
+        return self.combine_scores(pc, sup), maps, classes
 
     def config(self) -> dict[str, Any]:
         names = ("w_patchcore", "w_supervised", "bias", "patchcore_mean", "patchcore_std")

@@ -25,7 +25,6 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, Self
 
 import cv2
@@ -36,10 +35,8 @@ import torch.nn.functional as F
 from cellsight.detectors.base import (
     Detector,
     LabelledImages,
-    NotCalibratedError,
     ProgressCallback,
     ProgressFactory,
-    make_predictions,
 )
 from cellsight.detectors.end_to_end import (
     PreparedImages,
@@ -61,7 +58,6 @@ from cellsight.detectors.registry import register
 from cellsight.detectors.supervised_net import NetOutput, SupervisedNet, build_backbone
 from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
 from cellsight.features.weights import pretrained_state_dict
-from cellsight.types import Prediction, Verdict
 
 
 def choose_device(device: str = "auto") -> torch.device:
@@ -397,12 +393,9 @@ class Supervised(Detector):
         scores, maps, _ = self.infer(images)
         return scores, maps
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """As for every detector, with the defect class from the class head on NG images."""
-        start = time.perf_counter()
-        scores, maps, classes = self.infer(images)
-        latency_ms = (time.perf_counter() - start) * 1000.0 / max(len(images), 1)
-        return predictions_with_classes(self, scores, maps, classes, latency_ms)
+    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        """Scores and maps, and the class head's defect class (put on the NG predictions)."""
+        return self.infer(images)
 
     # -- model file ------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -454,19 +447,6 @@ class Supervised(Detector):
         net.load_state_dict(tensors, strict=True)
         detector.net = _placed(net, detector.device)
         return detector
-
-
-def predictions_with_classes(
-    detector: Detector, scores: np.ndarray, maps: list[np.ndarray], classes: list[str | None], latency_ms: float
-) -> list[Prediction]:
-    """Verdicts from the detector's calibration, with the predicted defect class on the NG ones."""
-    if detector.calibration is None:
-        raise NotCalibratedError(f"{detector.name} detector has no calibration: calibrate it before predict")
-    predictions = make_predictions(detector.calibration, scores, maps, latency_ms)
-    return [
-        replace(p, defect_class=c) if p.verdict == Verdict.NG and c else p
-        for p, c in zip(predictions, classes, strict=True)
-    ]
 
 
 def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:

@@ -170,6 +170,9 @@ def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) ->
     scores, maps = hybrid.score_images(test.images)
     assert image_auroc(list(test.labels), scores) >= 0.9
     assert maps[0].shape == test.images[0].shape[:2]
+    hybrid.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    flagged = [p for p in hybrid.predict(test.images) if p.verdict == "NG"]
+    assert flagged and {p.defect_class for p in flagged} <= {"crack", "spot"}  # the supervised part names them
     net = hybrid.supervised.net
     assert not hybrid.supervised.segmentation and net is not None and net.seg_head is None
     out = net.top(net.trunk(torch.rand(1, 3, 64, 64)))
