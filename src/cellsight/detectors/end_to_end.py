@@ -51,7 +51,7 @@ def prepare_images(
     channels: int,
     progress: ProgressCallback | None = None,
 ) -> PreparedImages:
-    """Read, convert and resize every image (and mask) once, as `Supervised.infer` does before scoring."""
+    """Read, convert and resize every image (and mask) once, as `Supervised.score_and_name` does before scoring."""
     n = len(data)
     images = torch.empty((n, channels, size, size), dtype=torch.float32)
     masks = torch.zeros((n, 1, size, size), dtype=torch.float32)

@@ -62,22 +62,19 @@ class SupervisedEnsemble(Detector):
         ensemble.members = list(members)
         return ensemble
 
-    def infer(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
         """Mean logit, mean map and majority defect class over the members."""
         if not self.members:
             raise RuntimeError("ensemble is not fitted")
-        outs = [member.infer(images) for member in self.members]
+        outs = [member.score_and_name(images) for member in self.members]
         scores = np.mean([scores for scores, _, _ in outs], axis=0).astype(np.float32)
         maps = [np.mean([maps[i] for _, maps, _ in outs], axis=0).astype(np.float32) for i in range(len(images))]
         classes = [Counter(names[i] for _, _, names in outs).most_common(1)[0][0] for i in range(len(images))]
         return scores, maps, classes
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        scores, maps, _ = self.infer(images)
+        scores, maps, _ = self.score_and_name(images)
         return scores, maps
-
-    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
-        return self.infer(images)
 
     def config(self) -> dict[str, Any]:
         return {

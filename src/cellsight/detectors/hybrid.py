@@ -78,7 +78,7 @@ class Hybrid(Detector):
         if not self.fitted:
             raise RuntimeError("hybrid is not fitted")
         pc, pc_maps = self.patchcore.score_images(images)
-        sup, sup_maps, classes = self.supervised.infer(images)
+        sup, sup_maps, classes = self.supervised.score_and_name(images)
         maps = [self.combine_scores(a, b) for a, b in zip(pc_maps, sup_maps, strict=True)]
         return self.combine_scores(pc, sup), maps, classes
 

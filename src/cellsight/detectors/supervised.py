@@ -350,10 +350,10 @@ class Supervised(Detector):
         return torch.cat(logits).numpy().astype(np.float32)
 
     def encode_tta(self, data: LabelledImages, progress: ProgressCallback | None = None) -> Encoded:
-        """Frozen-part features of `data` and of its flips (the test-time views `infer` averages when `tta`)."""
+        """Frozen-part features of `data` and of its flips (the test-time views scoring averages when `tta`)."""
         return self.encode(data, 1, progress, flips=self.tta)
 
-    def infer(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
         """Raw scores (defect logits), maps at each input's size, and the most likely defect class."""
         net = self.net
         if net is None:
@@ -390,12 +390,8 @@ class Supervised(Detector):
         return np.concatenate(scores).astype(np.float32), maps, classes
 
     def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        scores, maps, _ = self.infer(images)
+        scores, maps, _ = self.score_and_name(images)
         return scores, maps
-
-    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
-        """Scores and maps, and the class head's defect class (put on the NG predictions)."""
-        return self.infer(images)
 
     # -- model file ------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
