@@ -22,6 +22,7 @@ what a line wants once it has labelled some. Training is a plain torch loop:
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,8 @@ from cellsight.detectors.registry import register
 from cellsight.detectors.supervised_net import NetOutput, SupervisedNet, build_backbone
 from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
 from cellsight.features.weights import pretrained_state_dict
+
+_log = logging.getLogger(__name__)
 
 
 def choose_device(device: str = "auto") -> torch.device:
@@ -165,6 +168,12 @@ class Supervised(Detector):
         has_masks = any(m is not None for m, y in zip(train.masks, train.labels, strict=True) if y == 1)
         self.build(defects, has_masks)
         if self.fine_tune == "full":
+            if self.device.type == "cpu":
+                _log.warning(
+                    "supervised: end-to-end fine-tuning (fine_tune=full) on the CPU runs the whole network for every "
+                    "image and epoch: on 2 cores about 6 min per epoch over ELPV at 300 px (BENCHMARKS.md); "
+                    "fine_tune=top trains in minutes"
+                )
             prep_train = self.prepare(train, progress("read train", len(train)) if progress else None)
             prep_val = self.prepare(val, progress("read validation", len(val)) if progress else None)
             return self.fit_prepared(prep_train, prep_val, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -184,12 +185,16 @@ def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) ->
     np.testing.assert_allclose(loaded.score_images(test.images)[0], scores, rtol=1e-6, atol=1e-6)
 
 
-def test_end_to_end_fine_tuning_learns_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
+def test_end_to_end_fine_tuning_learns_and_round_trips(
+    tiny_labelled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """fine_tune="full" (the GPU default) trains the whole net on freshly augmented images; its model file
     loads and scores like any other, and a seed gives the same model on the CPU."""
     train, val, test = _split(tiny_labelled, masks=True)
-    settings = {**TINY, "fine_tune": "full", "max_epochs": 4}
-    detector = Supervised(**settings).fit_labelled(train, val)
+    settings = {**TINY, "fine_tune": "full", "max_epochs": 4, "device": "cpu"}
+    with caplog.at_level(logging.WARNING, logger="cellsight.detectors.supervised"):
+        detector = Supervised(**settings).fit_labelled(train, val)
+    assert "fine_tune=top trains in minutes" in caplog.text  # the CPU user is told what full costs
     assert detector.fine_tune == "full" and detector.frozen_blocks == 1
     assert detector.net is not None and detector.net.seg_head is not None
     trained = [n for n, p in detector.net.named_parameters() if p.requires_grad]
