@@ -208,6 +208,7 @@ def evaluate_models(models: list[Path], train_json: Path, threads: int) -> None:
     save_json("elpv_finetune", {"train": trained, "rows": rows, "chosen": chosen["name"], "ensemble": ensemble,
                                 "hybrids": hybrids, "cpu_estimate": estimate})
     text = report(title, trained, rows, chosen, ensemble, hybrids, estimate)
+    text += deployed_ensemble_line(models[0].parent / "ensemble-eval.json")
     write_section("elpv-finetune", text)
     print(text)
 
@@ -291,6 +292,20 @@ def build_ensemble(models: list[Path], out: Path) -> None:
     content_hash = save_model(out, ensemble, training=training)
     print(f"{out}: {len(members)} members, hash {content_hash[:12]}, {out.stat().st_size / 1e6:.0f} MB; "
           f"reproduces the members' mean logit to {deviation:.1e}")
+
+
+def deployed_ensemble_line(eval_json: Path) -> str:
+    """What `cellsight eval` said of the one-file ensemble (`ensemble` step), where it was run."""
+    if not eval_json.is_file():
+        return ""
+    e = json.loads(eval_json.read_text())
+    return (
+        f"\n\nThe deployable ensemble file through the real CLI (`cellsight eval --model ensemble.safetensors "
+        f"--data elpv`): accuracy {e['accuracy']:.2%}, escape {e['escape_rate']:.1%}, overkill "
+        f"{e['overkill_rate']:.1%}, AUROC {e['image_auroc']:.4f} on the {e['n_images']} test cells (the mean-logit "
+        f"row above, as it should be); {e['timing']['predict_images_per_second']:.1f} images/s on this CPU "
+        "(4 members x 4 flips)."
+    )
 
 
 def report_cpu_trained(title: str, trained: dict[str, Any], row: dict[str, Any], hybrid: dict[str, Any]) -> str:
