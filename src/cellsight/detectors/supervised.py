@@ -1,7 +1,7 @@
 """Supervised detector: a pretrained timm backbone fine-tuned on labelled good and defective images.
 
 Good-only detectors see what is unusual; this one learns what the station's defects look like, which is
-what a line wants once it has labelled some. Training is a plain torch loop:
+what a line wants once it has labelled some. Training is a plain torch loop (`training.py`):
 - `fine_tune="top"` (the CPU default): the stem and the first `frozen_blocks` (6) blocks keep their
   ImageNet weights; their output is cached per image and augmented view (see `finetune.py` for why), the
   deeper blocks and the heads are trained;
@@ -21,10 +21,7 @@ what a line wants once it has labelled some. Training is a plain torch loop:
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
@@ -50,13 +47,13 @@ from cellsight.detectors.finetune import (
     FLIPS,
     Augmentation,
     Encoded,
-    balanced_class_weights,
     encode,
     flip_view,
     prepare_image,
 )
 from cellsight.detectors.registry import register
 from cellsight.detectors.supervised_net import NetOutput, SupervisedNet, build_backbone
+from cellsight.detectors.training import BatchLoss, LoopSettings, LossWeights, train_epochs
 from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
 from cellsight.features.weights import pretrained_state_dict
 
@@ -199,7 +196,7 @@ class Supervised(Detector):
             view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
             return order, lambda idx: self._loss(net, train, idx, view[idx], weights, self.dropout)
 
-        weights = _LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
+        weights = LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
                                   len(self.defect_classes), self.device)
         return self._train(len(train), val.labels, epoch, lambda: self.score_encoded(val), progress)
 
@@ -212,7 +209,7 @@ class Supervised(Detector):
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
             net.to(memory_format=torch.channels_last)
-        weights = _LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
+        weights = LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
                                   len(self.defect_classes), self.device)
 
         def epoch(generator: torch.Generator) -> tuple[torch.Tensor, BatchLoss]:
@@ -245,55 +242,18 @@ class Supervised(Detector):
         val_scores: Callable[[], np.ndarray],
         progress: ProgressFactory | None,
     ) -> Self:
-        """AdamW, warm-up + cosine, early stopping on the balanced validation loss, best epoch restored.
-        `epoch(generator)` gives the epoch's order and the loss of a batch of indices."""
-        net = self._built()
-        if len(val_labels) == 0 or len(set(val_labels.tolist())) < 2:
-            raise ValueError("early stopping needs good and defective images in the validation split")
-        torch.manual_seed(self.seed)
-        generator = torch.Generator().manual_seed(self.seed)
-        head_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-        body_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("backbone.")]
-        optimiser = torch.optim.AdamW(
-            [{"params": head_params, "lr": self.lr}, {"params": body_params, "lr": self.lr * self.backbone_lr_factor}],
-            weight_decay=self.weight_decay,
+        """The shared loop (`training.train_epochs`) with this detector's settings."""
+        settings = LoopSettings(
+            self.lr, self.backbone_lr_factor, self.weight_decay, self.batch_size, self.max_epochs,
+            self.warmup_epochs, self.patience, self.seed,
         )
-        per_epoch = math.ceil(n_train / self.batch_size)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, warmup_cosine(self.max_epochs * per_epoch, round(self.warmup_epochs * per_epoch))
+        self.history, self.best_epoch = train_epochs(
+            self._built(), n_train, val_labels, epoch, val_scores, settings, progress
         )
-        advance = progress("train epochs", self.max_epochs) if progress else None
-        best_loss, best_state, bad = float("inf"), copy.deepcopy(net.state_dict()), 0
-        self.history = []
-        for index in range(self.max_epochs):
-            started = time.perf_counter()
-            net.train()
-            order, batch_loss = epoch(generator)
-            total = 0.0
-            for idx in batches(n_train, self.batch_size, order):
-                loss = batch_loss(idx)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                total += loss.item() * len(idx)
-            val_loss = balanced_loss(val_scores(), val_labels)
-            self.history.append({"epoch": index, "train_loss": total / n_train, "val_loss": val_loss,
-                                 "seconds": time.perf_counter() - started})
-            if advance:
-                advance(1)
-            if val_loss < best_loss - 1e-4:
-                best_loss, best_state, bad, self.best_epoch = val_loss, copy.deepcopy(net.state_dict()), 0, index
-            else:
-                bad += 1
-                if bad >= self.patience:
-                    break
-        net.load_state_dict(best_state)
-        net.eval()
         return self
 
     def _loss(
-        self, net: SupervisedNet, data: Encoded, idx: torch.Tensor, view: torch.Tensor, w: _LossWeights,
+        self, net: SupervisedNet, data: Encoded, idx: torch.Tensor, view: torch.Tensor, w: LossWeights,
         dropout: float,
     ) -> torch.Tensor:
         out = net.top(data.features[idx, view].to(self.device), dropout)
@@ -302,7 +262,7 @@ class Supervised(Detector):
 
     def _loss_of(
         self, out: NetOutput, labels: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor | None,
-        known: torch.Tensor, w: _LossWeights,
+        known: torch.Tensor, w: LossWeights,
     ) -> torch.Tensor:
         """Balanced, smoothed defect loss + defect-class loss + segmentation loss where masks are known;
         `masks` are the defect fractions at the segmentation logits' resolution. Float32 throughout."""
@@ -484,49 +444,8 @@ def fine_tune_mode(fine_tune: str, device: torch.device) -> str:
     return fine_tune
 
 
-def balanced_loss(logits: np.ndarray, labels: torch.Tensor) -> float:
-    """Class-balanced BCE of the defect logit: the early-stopping criterion."""
-    y = labels.float()
-    losses = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), y, reduction="none")
-    return float(0.5 * (losses[y == 0].mean() + losses[y == 1].mean()))
-
-
 def _flip(x: torch.Tensor, view: int) -> torch.Tensor:
     """Test-time view `view` of `FLIPS` for an (N, C, H, W) batch, as `flip_view` does for one image."""
     up_down, left_right = FLIPS[view]
     dims = [d for d, on in ((2, up_down), (3, left_right)) if on]
     return x.flip(dims) if dims else x
-
-
-BatchLoss = Callable[[torch.Tensor], torch.Tensor]
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """LR factor per step: linear warm-up from ~0 to 1 over `warmup_steps`, then cosine decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-class _LossWeights:
-    """Class-balanced weights for the defect logit, the class head and the segmentation pixels."""
-
-    def __init__(self, label: torch.Tensor, classes: torch.Tensor | None, seg_pos: torch.Tensor) -> None:
-        self.label, self.classes, self.seg_pos = label, classes, seg_pos
-
-    @classmethod
-    def of(
-        cls, labels: torch.Tensor, class_index: torch.Tensor, known: torch.Tensor, n_classes: int, device: torch.device
-    ) -> _LossWeights:
-        """From the training labels, defect-class indices and the known masks' pixels."""
-        label = torch.from_numpy(balanced_class_weights(labels.numpy(), 2))
-        defect = class_index[class_index >= 0].numpy()
-        classes = torch.from_numpy(balanced_class_weights(defect, n_classes)) if n_classes >= 2 else None
-        positive = float(known.mean()) if known.numel() else 0.0
-        seg_pos = torch.tensor(min((1 - positive) / positive, 50.0) if positive > 0 else 1.0)
-        return cls(label.to(device), None if classes is None else classes.to(device), seg_pos.to(device))

@@ -18,7 +18,8 @@ from cellsight.detectors.ensemble import SupervisedEnsemble
 from cellsight.detectors.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.registry import detector_class
-from cellsight.detectors.supervised import Supervised, choose_device, fine_tune_mode, warmup_cosine
+from cellsight.detectors.supervised import Supervised, choose_device, fine_tune_mode
+from cellsight.detectors.training import warmup_cosine
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images, labelled_split
