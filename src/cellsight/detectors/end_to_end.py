@@ -57,8 +57,7 @@ def prepare_images(
     masks = torch.zeros((n, 1, size, size), dtype=torch.float32)
     any_mask = False
     for i in range(n):
-        image = prepare_image(data.images[i], size, channels)
-        images[i] = torch.from_numpy(image[None] if image.ndim == 2 else image.transpose(2, 0, 1).copy())
+        images[i] = channels_first(prepare_image(data.images[i], size, channels))
         mask = data.masks[i]
         if mask is not None:
             masks[i, 0] = torch.from_numpy(prepare_mask(mask, size))
@@ -70,6 +69,11 @@ def prepare_images(
     return PreparedImages(
         images, labels, torch.as_tensor(np.asarray(class_index, dtype=np.int64)), masks, known & any_mask
     )
+
+
+def channels_first(image: np.ndarray) -> torch.Tensor:
+    """A prepared image, gray (S, S) or RGB (S, S, 3), as a (C, S, S) tensor."""
+    return torch.from_numpy(image[None] if image.ndim == 2 else image.transpose(2, 0, 1).copy())
 
 
 def batches(n: int, batch_size: int, order: torch.Tensor | None = None) -> Iterator[torch.Tensor]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any, Self
 
 import cv2
@@ -41,6 +42,7 @@ from cellsight.detectors.end_to_end import (
     area_downsample,
     autocast,
     batches,
+    channels_first,
     prepare_images,
 )
 from cellsight.detectors.finetune import (
@@ -196,8 +198,7 @@ class Supervised(Detector):
             view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
             return order, lambda idx: self._loss(net, train, idx, view[idx], weights, self.dropout)
 
-        weights = LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
-                                  len(self.defect_classes), self.device)
+        weights = LossWeights.of(train, len(self.defect_classes), self.device)
         return self._train(len(train), val.labels, epoch, lambda: self.score_encoded(val), progress)
 
     def fit_prepared(
@@ -209,8 +210,7 @@ class Supervised(Detector):
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
             net.to(memory_format=torch.channels_last)
-        weights = LossWeights.of(train.labels, train.classes, train.masks[train.mask_known],
-                                  len(self.defect_classes), self.device)
+        weights = LossWeights.of(train, len(self.defect_classes), self.device)
 
         def epoch(generator: torch.Generator) -> tuple[torch.Tensor, BatchLoss]:
             def batch_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -303,20 +303,24 @@ class Supervised(Detector):
 
     def score_prepared(self, data: PreparedImages, batch_size: int = 64) -> np.ndarray:
         """Defect logits of prepared images, averaged over the test-time flips when `tta` is on: what
-        `score_images` gives for the same images (the early-stopping score of end-to-end training)."""
+        `score_images` gives for the same images, in bfloat16 on a GPU (the early-stopping score of
+        end-to-end training)."""
+        logits = []
+        for idx in batches(len(data), batch_size):
+            out, views = self._forward_views(data.images[idx].to(self.device), fast=True)
+            logits.append(out.logit.float().cpu().reshape(len(idx), views).mean(1))
+        return torch.cat(logits).numpy().astype(np.float32)
+
+    def _forward_views(self, x: torch.Tensor, fast: bool = False) -> tuple[NetOutput, int]:
+        """The net on a batch (N, C, S, S) in [0, 1] and, with `tta`, on its flips (N x views rows, each
+        image's views together); `fast`: bfloat16 autocast on a GPU, else float32 as inspection runs."""
         net = self._built()
         net.eval()
         views = len(FLIPS) if self.tta else 1
-        logits = []
-        with torch.inference_mode():
-            for idx in batches(len(data), batch_size):
-                x = data.images[idx].to(self.device)
-                flipped = torch.stack([_flip(x, v) for v in range(views)], 1).flatten(0, 1)
-                batch = preprocess(flipped, self.spec, layout="NCHW", channels_last=self.device.type == "cuda")
-                with autocast(self.device):
-                    logit = net.top(net.trunk(batch)).logit.float()
-                logits.append(logit.cpu().reshape(len(idx), views).mean(1))
-        return torch.cat(logits).numpy().astype(np.float32)
+        flipped = torch.stack([_flip(x, v) for v in range(views)], 1).flatten(0, 1)
+        batch = preprocess(flipped, self.spec, layout="NCHW")
+        with torch.inference_mode(), autocast(self.device) if fast else nullcontext():
+            return net.top(net.trunk(batch).contiguous()), views
 
     def encode_tta(self, data: LabelledImages, progress: ProgressCallback | None = None) -> Encoded:
         """Frozen-part features of `data` and of its flips (the test-time views scoring averages when `tta`)."""
@@ -324,21 +328,15 @@ class Supervised(Detector):
 
     def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
         """Raw scores (defect logits), maps at each input's size, and the most likely defect class."""
-        net = self.net
-        if net is None:
+        if self.net is None:
             raise RuntimeError("supervised is not fitted")
-        net.eval()
         scores: list[np.ndarray] = []
         maps: list[np.ndarray] = []
         classes: list[str | None] = []
         for start in range(0, len(images), 16):
             chunk = [images[i] for i in range(start, min(start + 16, len(images)))]
-            prepared = [prepare_image(image, self.image_size, self.channels) for image in chunk]
-            views = len(FLIPS) if self.tta else 1
-            batch = np.stack([flip_view(image, v) for image in prepared for v in range(views)])
-            x = preprocess(batch, self.spec).to(self.device)
-            with torch.inference_mode():
-                out = net.top(net.trunk(x).contiguous())
+            x = torch.stack([channels_first(prepare_image(image, self.image_size, self.channels)) for image in chunk])
+            out, views = self._forward_views(x.to(self.device))
             logits = out.logit.float().cpu().reshape(len(chunk), views)
             scores.append(logits.mean(1).numpy())
             view_maps = out.map.float().cpu().numpy()

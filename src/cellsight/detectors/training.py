@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,6 +24,19 @@ from cellsight.detectors.end_to_end import batches
 from cellsight.detectors.finetune import balanced_class_weights
 
 BatchLoss = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TrainingTensors(Protocol):
+    """What the loss weights need of a training set: cached features (`Encoded`) or images (`PreparedImages`)."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...
+    @property
+    def classes(self) -> torch.Tensor: ...  # defect-class index, -1 for good images
+    @property
+    def masks(self) -> torch.Tensor: ...
+    @property
+    def mask_known(self) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -124,12 +138,11 @@ class LossWeights:
         self.label, self.classes, self.seg_pos = label, classes, seg_pos
 
     @classmethod
-    def of(
-        cls, labels: torch.Tensor, class_index: torch.Tensor, known: torch.Tensor, n_classes: int, device: torch.device
-    ) -> LossWeights:
+    def of(cls, data: TrainingTensors, n_classes: int, device: torch.device) -> LossWeights:
         """From the training labels, defect-class indices and the known masks' pixels."""
-        label = torch.from_numpy(balanced_class_weights(labels.numpy(), 2))
-        defect = class_index[class_index >= 0].numpy()
+        label = torch.from_numpy(balanced_class_weights(data.labels.numpy(), 2))
+        defect = data.classes[data.classes >= 0].numpy()
+        known = data.masks[data.mask_known]
         classes = torch.from_numpy(balanced_class_weights(defect, n_classes)) if n_classes >= 2 else None
         positive = float(known.mean()) if known.numel() else 0.0
         seg_pos = torch.tensor(min((1 - positive) / positive, 50.0) if positive > 0 else 1.0)
