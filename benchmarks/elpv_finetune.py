@@ -34,13 +34,12 @@ from cellsight.data import LazyImages, load_dataset
 from cellsight.data.dataset import Dataset
 from cellsight.data.elpv import load_elpv
 from cellsight.detectors.ensemble import SupervisedEnsemble
-from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.detectors.supervised import Supervised
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images
-from elpv_supervised import balanced_threshold, evaluate, holdout, scores_of
+from elpv_supervised import holdout, hybrid_rows, rows_at_thresholds, scores_of
 
 TARGET_OVERKILL = 0.05
 CHECK_CELLS = 8  # validation cells scored on the training device too: the model file must agree here
@@ -135,27 +134,6 @@ def patchcore_scores(fit: Dataset, val: Dataset, test: Dataset, cache: Path) -> 
               "test": scores_of(detector, LazyImages(test.paths)).tolist()}
     cache.write_text(json.dumps(result))
     return result
-
-
-def hybrid_rows(pc: dict[str, Any], val_logits: np.ndarray, test_logits: np.ndarray, val_labels: np.ndarray,
-                n_val_good: int, test: Dataset) -> dict[str, Any]:
-    """The hybrid detector's combination (logistic regression on validation [PatchCore score, logit])."""
-    pc_val, pc_test = np.asarray(pc["val"]), np.asarray(pc["test"])
-    hybrid = Hybrid().combine(pc_val, val_logits, val_labels)
-    val_scores = hybrid.combine_scores(pc_val, val_logits)
-    return {"val_auroc": image_auroc(val_labels.tolist(), val_scores), "weights": hybrid.config()["combination"],
-            **rows_at_thresholds(val_scores, hybrid.combine_scores(pc_test, test_logits), val_labels, n_val_good,
-                                 test)}
-
-
-def rows_at_thresholds(val_scores: np.ndarray, test_scores: np.ndarray, val_labels: np.ndarray, n_val_good: int,
-                       test: Dataset) -> dict[str, Any]:
-    return {
-        "at_5pct_overkill": evaluate(val_scores[:n_val_good], test_scores, test),
-        "at_p05": evaluate(val_scores[:n_val_good], test_scores, test, threshold=0.0),
-        "at_val_balanced": evaluate(val_scores[:n_val_good], test_scores, test,
-                                    threshold=balanced_threshold(val_scores, val_labels)),
-    }
 
 
 def evaluate_models(models: list[Path], train_json: Path, threads: int) -> None:

@@ -108,6 +108,28 @@ def evaluate(val_good: np.ndarray, test: np.ndarray, test_data: Dataset, thresho
     return result
 
 
+def hybrid_rows(pc: dict[str, Any], val_logits: np.ndarray, test_logits: np.ndarray, val_labels: np.ndarray,
+                n_val_good: int, test: Dataset) -> dict[str, Any]:
+    """The hybrid detector's combination (logistic regression on validation [PatchCore score, logit])."""
+    pc_val, pc_test = np.asarray(pc["val"]), np.asarray(pc["test"])
+    hybrid = Hybrid().combine(pc_val, val_logits, val_labels)
+    val_scores = hybrid.combine_scores(pc_val, val_logits)
+    return {"val_auroc": image_auroc(val_labels.tolist(), val_scores), "weights": hybrid.config()["combination"],
+            **rows_at_thresholds(val_scores, hybrid.combine_scores(pc_test, test_logits), val_labels, n_val_good,
+                                 test)}
+
+
+def rows_at_thresholds(val_scores: np.ndarray, test_scores: np.ndarray, val_labels: np.ndarray, n_val_good: int,
+                       test: Dataset) -> dict[str, Any]:
+    """`evaluate` at the three thresholds; validation scores list the goods first."""
+    return {
+        "at_5pct_overkill": evaluate(val_scores[:n_val_good], test_scores, test),
+        "at_p05": evaluate(val_scores[:n_val_good], test_scores, test, threshold=0.0),
+        "at_val_balanced": evaluate(val_scores[:n_val_good], test_scores, test,
+                                    threshold=balanced_threshold(val_scores, val_labels)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -176,11 +198,9 @@ def main() -> None:
         val_scores = sup.score_encoded(enc_train.subset(val_idx))
         test_scores = sup.score_encoded(enc_test, all_views=sup.tta)
         sup_scores[n] = (val_scores, test_scores)
-        sup_row = evaluate(val_scores[: len(val_good_idx)], test_scores, test)
-        natural = evaluate(val_scores[: len(val_good_idx)], test_scores, test, threshold=0.0)
         val_labels = np.r_[np.zeros(len(val_good_idx)), np.ones(len(val_d))].astype(int)
-        balanced = evaluate(val_scores[: len(val_good_idx)], test_scores, test,
-                            threshold=balanced_threshold(val_scores, val_labels))
+        at = rows_at_thresholds(val_scores, test_scores, val_labels, len(val_good_idx), test)
+        sup_row, natural, balanced = at["at_5pct_overkill"], at["at_p05"], at["at_val_balanced"]
         budget_rows.append({
             "n_defects": n, "n_fit_defects": len(fit_d), "n_val_defects": len(val_d), "train_loop_seconds": loop_s,
             "epochs_run": len(sup.history), "best_epoch": sup.best_epoch, "history": sup.history,
@@ -218,13 +238,10 @@ def main() -> None:
         val_scores, test_scores = sup_scores[n]
         pc_val = np.concatenate([pc["val_good"], pc["val_defect_pool"][: n_val_defects[n]]])
         labels_val = np.r_[np.zeros(len(val_good_idx)), np.ones(n_val_defects[n])].astype(int)
-        hybrid = Hybrid().combine(pc_val, val_scores, labels_val)
-        hyb_val = hybrid.combine_scores(pc_val, val_scores)
-        hyb_test = hybrid.combine_scores(pc["test"], test_scores)
-        row["hybrid"] = evaluate(hyb_val[: len(val_good_idx)], hyb_test, test)
-        row["hybrid_at_val_balanced"] = evaluate(hyb_val[: len(val_good_idx)], hyb_test, test,
-                                                 threshold=balanced_threshold(hyb_val, labels_val))
-        row["hybrid_weights"] = hybrid.config()["combination"]
+        hybrid = hybrid_rows({"val": pc_val, "test": pc["test"]}, val_scores, test_scores, labels_val,
+                             len(val_good_idx), test)
+        row["hybrid"], row["hybrid_at_val_balanced"] = hybrid["at_5pct_overkill"], hybrid["at_val_balanced"]
+        row["hybrid_weights"] = hybrid["weights"]
         if n == len(defects):
             rows["hybrid"] = {"fit_seconds": rows["supervised"]["fit_seconds"] + rows["patchcore"]["fit_seconds"],
                               **row["hybrid"]}
