@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cellsight.detectors.patchcore import PatchCore
+from cellsight.errors import DeploymentError
 from cellsight.features.onnx_backbone import OPSET, export_onnx, onnxruntime_version, sha256
 from cellsight.modelfile import LoadedModel, load_model
 
@@ -39,10 +40,6 @@ ONNX_FILE = "backbone.onnx"
 MANIFEST_FILE = "deploy.json"
 TOLERANCE = 1e-4
 """Largest accepted |raw score (torch) - raw score (ONNX)| / threshold; verdicts must be identical too."""
-
-
-class DeploymentError(ValueError):
-    """An export that would not score like the model, or a deployment folder that fails verification."""
 
 
 @dataclass(frozen=True)

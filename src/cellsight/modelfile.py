@@ -27,20 +27,12 @@ from safetensors.torch import save as save_safetensors
 from cellsight.calibration import Calibration
 from cellsight.detectors.base import Detector
 from cellsight.detectors.registry import detector_class
+from cellsight.errors import ModelFileError
 
 FORMAT = "cellsight-model"
 FORMAT_VERSION = 1
 _META_KEY = "cellsight"
 _HASH_KEY = "content_sha256"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be trusted: unreadable, truncated, altered, or of an unknown format."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 @dataclass(frozen=True)

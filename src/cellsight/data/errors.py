@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cellsight.errors import DataError
 
-class DatasetError(ValueError):
+
+class DatasetError(DataError):
     """A data set that cannot be loaded; the message names the file or folder (and line) at fault."""

@@ -22,6 +22,8 @@ import numpy as np
 import tifffile
 from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
+from cellsight.errors import DataError
+
 # 16384 x 8192 = 134 M pixels: a full tile of a 16k line-scan camera (and an 8192 x 8192 tile twice
 # over), the largest images battery and solar lines produce. Larger headers are refused before
 # decoding, because a few-KB crafted file could otherwise claim gigabytes: at this limit one image is
@@ -56,7 +58,7 @@ _PILLOW_FORMATS: dict[str, type[ImageFile.ImageFile]] = {
 }
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError):
     """An image that cannot be used; `str()` is "<path>: <reason>" so operators see file and cause."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cellsight.calibration.thresholds import Calibration
+from cellsight.errors import NotFittedError
 from cellsight.types import Prediction, Verdict
 
 ProgressCallback = Callable[[int], None]
@@ -48,8 +49,8 @@ class LabelledImages:
         return len(self.images)
 
 
-class NotCalibratedError(RuntimeError):
-    pass
+class NotCalibratedError(NotFittedError):
+    """A fitted detector without a threshold: calibrate it before predict."""
 
 
 class Detector(ABC):

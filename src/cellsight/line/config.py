@@ -14,10 +14,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cellsight.errors import ConfigError
 from cellsight.storage.engine import DEFAULT_URL
 
 
-class LineConfigError(ValueError):
+class LineConfigError(ConfigError):
     """A line configuration that cannot be used; the message names the file and every problem."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from cellsight.errors import ConfigError
 from cellsight.line.config import LineConfig
 from cellsight.line.recorder import LineRecorder
 from cellsight.line.sources import ImageSource, SourceExhaustedError, open_source
@@ -25,7 +26,7 @@ from cellsight.plc.config import PlcConfig
 from cellsight.plc.result import InspectCallback, PlcResult
 
 
-class PlcConfigError(ValueError):
+class PlcConfigError(ConfigError):
     """A PLC link file that cannot be used; names the file and the problem."""
 
 
