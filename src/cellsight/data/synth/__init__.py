@@ -25,6 +25,7 @@ from cellsight.data.synth.common import (
     rng_for,
     shoot,
 )
+from cellsight.errors import ConfigError
 
 _MIN_DEFECT_PIXELS = 3
 _TRIES = 30
@@ -60,10 +61,10 @@ class SynthCell:
 def check_station(station: str, defect_class: str | None = None) -> tuple[str, ...]:
     """The station's defect classes; ValueError naming the choices for an unknown station or class."""
     if station not in STATIONS:
-        raise ValueError(f"unknown station {station!r}; choose from {', '.join(STATIONS)}")
+        raise ConfigError(f"unknown station {station!r}; choose from {', '.join(STATIONS)}")
     classes = STATIONS[station]
     if defect_class is not None and defect_class not in classes:
-        raise ValueError(f"unknown {station} defect class {defect_class!r}; choose from {', '.join(classes)}")
+        raise ConfigError(f"unknown {station} defect class {defect_class!r}; choose from {', '.join(classes)}")
     return classes
 
 

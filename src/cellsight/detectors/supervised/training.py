@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellsight.detectors.base import ProgressFactory
-from cellsight.detectors.end_to_end import batches
-from cellsight.detectors.finetune import balanced_class_weights
+from cellsight.detectors.supervised.end_to_end import batches
+from cellsight.detectors.supervised.finetune import balanced_class_weights
 
 BatchLoss = Callable[[torch.Tensor], torch.Tensor]
 
