@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import ClassVar, Generic, Self, TypeVar, cast, overload
+from typing import ClassVar, Generic, Self, TypeVar, cast
 
 import numpy as np
 import torch
@@ -72,18 +72,8 @@ class LazySubset(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self._index)
 
-    @overload
-    def __getitem__(self, i: int) -> np.ndarray: ...
-    @overload
-    def __getitem__(self, i: slice) -> LazySubset: ...
-
-    def __getitem__(self, i: int | slice) -> np.ndarray | LazySubset:
-        if isinstance(i, slice):
-            return LazySubset(self._items, self._index[i])
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]  # items, not slices
         return self._items[self._index[i]]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return (self._items[j] for j in self._index)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 from cellsight.data.cellcode import make_cell_id
 from cellsight.data.dataset import GOOD
 from cellsight.data.mvtec import GROUND_TRUTH, MASK_SUFFIX
+from cellsight.data.synth.render import check_station, render_cell
 from cellsight.errors import ConfigError, DataError
 
 _FIRST_DAY = date(2026, 1, 5)  # IDs must not depend on the day the set is written
@@ -34,8 +35,6 @@ def write_station_dataset(station: str, root: Path, n_train: int, n_test_good: i
     `overwrite`: stale images from a larger earlier run would silently join the new set.
     Returns the station folder.
     """
-    from cellsight.data.synth import check_station, render_cell
-
     classes = check_station(station)
     counts = (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect),
               ("n_train_per_defect", n_train_per_defect))
