@@ -63,3 +63,13 @@ def test_old_supervised_hybrid_and_ensemble_configs_migrate() -> None:
     assert hybrid.supervised.max_epochs == 1 and hybrid.supervised.fine_tune == "top"
     ensemble = EnsembleSettings.migrate(CONFIGS["ensemble"])
     assert ensemble.members == 2 and ensemble.supervised.image_size == 32 and ensemble.supervised.device == "cpu"
+
+
+def test_a_setting_added_later_reads_as_the_value_older_files_were_made_with() -> None:
+    """`older_defaults`: a stored settings object without a newer key gets the value that reproduces it."""
+    stored = SupervisedSettings(image_size=64).to_json()
+    del stored["tta"]
+    assert SupervisedSettings.from_stored(stored).tta is False and SupervisedSettings().tta is True
+    patchcore = PatchCore.Settings().to_json()
+    del patchcore["search"]
+    assert PatchCore.Settings.from_stored(patchcore).search == "exact"

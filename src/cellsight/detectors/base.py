@@ -227,7 +227,7 @@ class Detector(ABC, Generic[SettingsT]):
             settings, fitted = config["settings"], config.get("state")
             if not isinstance(settings, dict) or not isinstance(fitted, dict):
                 raise ModelFileError("config", f"{cls.name}: settings and state must be JSON objects")
-            detector = cls(cast(SettingsT, cls.Settings.from_options(settings, cls.name)))
+            detector = cls(cast(SettingsT, cls.Settings.from_stored(settings)))
         else:  # written before typed settings: one flat config of settings and learned values
             detector = cls(cast(SettingsT, cls.Settings.migrate(config)))
             fitted = dict(config)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 import cv2
 import faiss
@@ -78,6 +78,7 @@ class PatchCoreSettings(DetectorSettings):
     tile_size: int | None = Field(None, ge=16)
     tile_overlap: int = Field(32, ge=0)
     ignore_boxes: tuple[Box, ...] = ()
+    older_defaults: ClassVar[dict[str, JsonValue]] = {"search": "exact"}  # files from before the HNSW search
 
     @field_validator("ignore_boxes")
     @classmethod
@@ -100,8 +101,7 @@ class PatchCoreSettings(DetectorSettings):
 
     @classmethod
     def migrate(cls, config: Mapping[str, JsonValue]) -> Self:
-        """Files before typed settings kept the backbone under "features", the weights' origin as text, and
-        (before the HNSW search) searched exactly."""
+        """Files before typed settings kept the backbone under "features" and the weights' origin as text."""
         features = json_object(config.get("features"), "features")
         source = config.get("backbone_weights_source")
         values: dict[str, JsonValue] = {k: v for k, v in config.items() if k in cls.model_fields}
@@ -110,10 +110,9 @@ class PatchCoreSettings(DetectorSettings):
             "layers": features.get("layers"),
             "image_size": features.get("image_size"),
             "channels": features.get("channels"),
-            "search": config.get("search", "exact"),
             "backbone_weights": None if source in (None, OFFLINE_WEIGHTS_SOURCE) else source,
         }
-        return cls.from_options(values, "model file")
+        return cls.from_stored(values)
 
 
 class PatchCore(Detector[PatchCoreSettings]):

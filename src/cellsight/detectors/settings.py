@@ -12,17 +12,23 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic_core import ErrorDetails
 
 from cellsight.errors import ConfigError
 
 
 class DetectorSettings(BaseModel):
-    """Base of every detector's settings: unknown keys are refused, values are validated once."""
+    """Base of every detector's settings: unknown keys are refused, values are validated once.
+
+    A setting added later gets a default; when that default would change what an older model file computes,
+    `older_defaults` names the value that reproduces files written before the setting existed.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    older_defaults: ClassVar[dict[str, JsonValue]] = {}
 
     @classmethod
     def from_options(cls, options: Mapping[str, object], owner: str = "detector") -> Self:
@@ -34,10 +40,15 @@ class DetectorSettings(BaseModel):
             raise ConfigError(f"{owner} settings: {problems}. Valid settings: {cls.describe()}") from None
 
     @classmethod
+    def from_stored(cls, stored: Mapping[str, JsonValue]) -> Self:
+        """Settings read from a model file; a key it lacks takes `older_defaults`' value, else the default."""
+        return cls.from_options({**cls.older_defaults, **stored}, "model file")
+
+    @classmethod
     def migrate(cls, config: Mapping[str, JsonValue]) -> Self:
         """The settings of a model file written before typed settings (a flat config of settings and
-        learned values): the keys that are fields, validated. Detectors whose old format differs override."""
-        return cls.from_options({k: v for k, v in config.items() if k in cls.model_fields}, "model file")
+        learned values): the keys that are fields. Detectors whose old format differs override this."""
+        return cls.from_stored({k: v for k, v in config.items() if k in cls.model_fields})
 
     def to_json(self) -> dict[str, JsonValue]:
         """The settings as stored in the model file (fields marked `exclude` are run-time choices, not stored)."""
@@ -71,8 +82,8 @@ def type_name(annotation: object) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _problem(error: Mapping[str, object]) -> str:
-    where = ".".join(str(part) for part in error.get("loc", ()))  # type: ignore[attr-defined]
-    if error.get("type") == "extra_forbidden":
+def _problem(error: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
         return f"unknown setting {where!r}"
-    return f"{where}: {error.get('msg')} (got {error.get('input')!r})"
+    return f"{where}: {error['msg']} (got {error['input']!r})"

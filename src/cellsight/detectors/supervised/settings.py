@@ -8,7 +8,7 @@ GPU, the frozen-prefix cache on the CPU) and stores the resolved copy, so a mode
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 import torch
 from pydantic import Field, JsonValue
@@ -46,15 +46,16 @@ class SupervisedSettings(DetectorSettings):
     fine_tune: FineTune = "auto"
     device: str = Field("auto", exclude=True)  # where to train and run: "auto", "cpu", "cuda", "cuda:1"...
     seed: int = 0
+    older_defaults: ClassVar[dict[str, JsonValue]] = OLDER_DEFAULTS
 
     @classmethod
     def migrate(cls, config: Mapping[str, JsonValue]) -> Self:
-        """Files before typed settings: the weights' origin as text, and no label smoothing, TTA or mode."""
+        """Files before typed settings: the weights' origin as text (and no label smoothing, TTA or mode:
+        `older_defaults`)."""
         values: dict[str, JsonValue] = {k: v for k, v in config.items() if k in cls.model_fields}
-        values |= {k: v for k, v in OLDER_DEFAULTS.items() if k not in config}
         source = config.get("backbone_weights_source")
         values["backbone_weights"] = None if source in (None, OFFLINE_WEIGHTS_SOURCE) else source
-        return cls.from_options(values, "model file")
+        return cls.from_stored(values)
 
     def resolved(self, device: torch.device) -> Self:
         """The settings with the mode and the frozen blocks decided for `device`."""
