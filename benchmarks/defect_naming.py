@@ -26,12 +26,12 @@ from cellsight.data.dataset import Dataset
 from cellsight.data.images import read_image
 from cellsight.data.synth import STATIONS, write_station_dataset
 from cellsight.detectors.naming import UNKNOWN, DefectNamer
-from cellsight.detectors.patchcore import PatchCore
+from cellsight.detectors.patchcore import PatchCore, PatchCoreSettings
 from cellsight.modelfile import load_model
 from cellsight.workflows.evaluate import evaluate
-from cellsight.workflows.train import train
+from cellsight.workflows.train import TrainRequest, train
 
-OPTIONS = {"ignore_boxes": [[0, 0, 0.34, 0.34]]}
+SETTINGS = PatchCoreSettings(ignore_boxes=((0, 0, 0.34, 0.34),))
 
 
 def station_run(station: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -39,9 +39,9 @@ def station_run(station: str, root: Path, args: argparse.Namespace) -> dict[str,
                           n_train_per_defect=args.per_defect, overwrite=True)
     data = load_mvtec(root / station)
     goods_only = Dataset(data.name, tuple(i for i in data if not (i.split == "train" and i.label == 1)))
-    named = train(data, root / f"{station}.safetensors", "patchcore", OPTIONS, target=0.01, seed=args.seed)
-    plain = train(goods_only, root / f"{station}-plain.safetensors", "patchcore", OPTIONS, target=0.01,
-                  seed=args.seed)
+    request = TrainRequest("patchcore", SETTINGS, target=0.01, seed=args.seed)
+    named = train(data, root / f"{station}.safetensors", request)
+    plain = train(goods_only, root / f"{station}-plain.safetensors", request)
     report = evaluate(load_model(root / f"{station}.safetensors"), data)
     plain_report = evaluate(load_model(root / f"{station}-plain.safetensors"), data)
     detector = named.detector

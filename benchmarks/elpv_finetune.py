@@ -33,9 +33,10 @@ from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_dataset
 from cellsight.data.dataset import Dataset
 from cellsight.data.elpv import load_elpv
-from cellsight.detectors.ensemble import SupervisedEnsemble
+from cellsight.detectors.base import MapSize, TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.detectors.supervised import Supervised
+from cellsight.detectors.supervised.ensemble import SupervisedEnsemble
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images
@@ -71,7 +72,7 @@ def train(data_dir: Path | None, out: Path, configs: list[str], budget_s: float)
         if detector.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
-        detector.fit_labelled(labelled_images(fit), labelled_images(val))
+        detector.fit(labelled_images(fit, val))
         fit_s = time.perf_counter() - started
         val_scores = scores_of(detector, LazyImages(val.paths))  # the deployed scoring path, float32
         labels = np.asarray(val.labels)
@@ -82,7 +83,7 @@ def train(data_dir: Path | None, out: Path, configs: list[str], budget_s: float)
         runs.append({
             "name": name, "options": options, "model_file": path.name, "content_hash": content_hash,
             "fit_seconds": fit_s, "epochs_run": len(detector.history), "best_epoch": detector.best_epoch,
-            "history": detector.history, "device": str(detector.device), "fine_tune": detector.fine_tune,
+            "history": detector.history, "device": str(detector.device), "fine_tune": detector.settings.fine_tune,
             "val_auroc": image_auroc(labels.tolist(), val_scores), "check_scores": check.tolist(),
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if detector.device.type == "cuda" else None,
         })
@@ -98,7 +99,7 @@ def cpu_training_estimate(options: dict[str, Any], fit: Dataset, val: Dataset, e
     small_val = Dataset(val.name, val.items[:24] + val.items[-8:])
     detector = Supervised(**{**options, "device": "cpu", "max_epochs": 1})
     started = time.perf_counter()
-    detector.fit_labelled(labelled_images(small_fit), labelled_images(small_val))
+    detector.fit(labelled_images(small_fit, small_val))
     seconds = time.perf_counter() - started
     per_epoch = seconds * (len(fit) + len(val)) / (len(small_fit) + len(small_val))
     return {"sample_seconds": seconds, "epoch_seconds": per_epoch, "run_hours": per_epoch * epochs / 3600}
@@ -129,7 +130,7 @@ def patchcore_scores(fit: Dataset, val: Dataset, test: Dataset, cache: Path) -> 
     if cache.is_file():
         return dict(json.loads(cache.read_text()))
     goods = fit.select(label=0)
-    detector = PatchCore().fit(LazyImages(goods.paths))
+    detector = PatchCore().fit(TrainingSet.good(LazyImages(goods.paths)))
     result = {"n_fit_goods": len(goods), "val": scores_of(detector, LazyImages(val.paths)).tolist(),
               "test": scores_of(detector, LazyImages(test.paths)).tolist()}
     cache.write_text(json.dumps(result))
@@ -262,7 +263,7 @@ def build_ensemble(models: list[Path], out: Path) -> None:
     ensemble = SupervisedEnsemble.from_members(members)
     mean_val = np.mean(val_scores, axis=0)
     ensemble.calibration = calibrate_for_overkill(mean_val[:n_val_good], TARGET_OVERKILL)
-    check = ensemble.score_images(list(LazyImages(val.paths[:CHECK_CELLS])))[0]
+    check = ensemble.score(list(LazyImages(val.paths[:CHECK_CELLS])), MapSize.NONE).scores
     deviation = float(np.abs(check - mean_val[:CHECK_CELLS]).max())
     if deviation > 1e-4:
         raise SystemExit(f"the ensemble does not reproduce its members' mean logit (max |diff| {deviation:.1e})")

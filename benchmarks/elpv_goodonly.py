@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import ROOT, header, save_json, write_section
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_dataset
-from cellsight.detectors.base import Detector, make_predictions
+from cellsight.detectors.base import AnyDetector, TrainingSet, make_predictions
 from cellsight.detectors.registry import detector_class
 from cellsight.features.backbones import backbone_spec
 from cellsight.metrics import average_precision, image_auroc, operating_point
@@ -38,13 +38,13 @@ TARGET_OVERKILL = 0.05
 ANOMALIB_PYTHON = ROOT / ".venv-anomalib" / "bin" / "python"
 
 
-def score_all(detector: Detector, images: LazyImages, batch: int = 16) -> tuple[np.ndarray, float]:
+def score_all(detector: AnyDetector, images: LazyImages, batch: int = 16) -> tuple[np.ndarray, float]:
     """Raw scores and throughput (images/s, decode included) at the given batch size."""
     scores = []
     started = time.perf_counter()
     for start in range(0, len(images), batch):
         chunk = [images[i] for i in range(start, min(start + batch, len(images)))]
-        scores.append(detector.score_images(chunk)[0])
+        scores.append(detector.score(chunk).scores)  # input-size maps too, as inspection makes them
     elapsed = time.perf_counter() - started
     return np.concatenate(scores), len(images) / elapsed
 
@@ -71,21 +71,21 @@ def run_ours(name: str, options: dict[str, Any], fit_paths: list[Path], calib: L
              labels: list[int], classes: list[str]) -> dict[str, Any]:
     detector = detector_class(name)(**options)
     started = time.perf_counter()
-    detector.fit(LazyImages(fit_paths))
+    detector.fit(TrainingSet.good(LazyImages(fit_paths)))
     fit_seconds = time.perf_counter() - started
     calib_scores, _ = score_all(detector, calib)
     test_scores, ips = score_all(detector, test)
     latency = []
     for i in range(20):
         t = time.perf_counter()
-        detector.score_images([test[i]])
+        detector.score([test[i]])
         latency.append((time.perf_counter() - t) * 1000)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{name}: fit {fit_seconds:.1f} s, {ips:.1f} images/s", flush=True)
     return summarise(f"cellsight {name}", calib_scores, test_scores, labels, classes, {
         "fit_seconds": fit_seconds, "fit_images": len(fit_paths), "images_per_s": ips,
         "latency_ms_p50_batch1": float(np.median(latency)),
-        "peak_rss_mb_process": rss, "config": detector.config(),
+        "peak_rss_mb_process": rss, "config": detector.config()["settings"],
     })
 
 

@@ -10,8 +10,8 @@ Protocol: the fixed ELPV split (1,970 train / 654 test cells, defective = probab
 - classical and patchcore fit on the same training goods (good-only); the hybrid is a logistic
   regression on validation [patchcore score, supervised logit] (`cellsight.detectors.hybrid`).
 - The supervised frozen part runs once per train cell and view (the budgets share that pass); test
-  scores come from the same cached features (checked against `score_images` on real images), averaged
-  over the cell and its three flips when the detector's `tta` is on (as `score_images` does).
+  scores come from the same cached features (checked against `score` on real images), averaged
+  over the cell and its three flips when the detector's `tta` is on (as `score` does).
 - Thresholds, none set on the test split: 5% overkill on the validation goods (the line's operating
   point); the classifier's own p = 0.5 (logit 0); and the threshold that maximises balanced accuracy
   on the validation split (goods + held-out defects).
@@ -37,9 +37,9 @@ from _record import RESULTS, header, save_json, write_section
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_dataset
 from cellsight.data.dataset import Dataset
-from cellsight.detectors.base import Detector, make_predictions
+from cellsight.detectors.base import AnyDetector, TrainingSet, make_predictions
 from cellsight.detectors.classical import Classical
-from cellsight.detectors.hybrid import Hybrid
+from cellsight.detectors.hybrid import COMBINATION, Hybrid
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.detectors.supervised import Supervised
 from cellsight.metrics import image_auroc, operating_point
@@ -50,8 +50,8 @@ TARGET_OVERKILL = 0.05
 VAL_FRACTION = 0.15
 
 
-def scores_of(detector: Detector, images: LazyImages, batch: int = 16) -> np.ndarray:
-    out = [detector.score_images([images[i] for i in range(s, min(s + batch, len(images)))])[0]
+def scores_of(detector: AnyDetector, images: LazyImages, batch: int = 16) -> np.ndarray:
+    out = [detector.score([images[i] for i in range(s, min(s + batch, len(images)))]).scores
            for s in range(0, len(images), batch)]
     return np.concatenate(out)
 
@@ -114,7 +114,8 @@ def hybrid_rows(pc: dict[str, Any], val_logits: np.ndarray, test_logits: np.ndar
     pc_val, pc_test = np.asarray(pc["val"]), np.asarray(pc["test"])
     hybrid = Hybrid().combine(pc_val, val_logits, val_labels)
     val_scores = hybrid.combine_scores(pc_val, val_logits)
-    return {"val_auroc": image_auroc(val_labels.tolist(), val_scores), "weights": hybrid.config()["combination"],
+    weights = dict(zip(COMBINATION, hybrid.combination.tolist(), strict=True))
+    return {"val_auroc": image_auroc(val_labels.tolist(), val_scores), "weights": weights,
             **rows_at_thresholds(val_scores, hybrid.combine_scores(pc_test, test_logits), val_labels, n_val_good,
                                  test)}
 
@@ -163,7 +164,7 @@ def main() -> None:
         "counts": {"train": len(train), "test": len(test), "test_defective": int(sum(test.labels))}
     }
     state: dict[str, Any] = {"rows": rows, "budgets": [], "n_val_goods": len(val_good_idx), "n_test": len(test),
-                             "supervised_config": Supervised(**options).config()}
+                             "supervised_config": Supervised(**options).settings.to_json()}
 
     def checkpoint(final: bool = False) -> None:
         """Results so far: a partial run still leaves its numbers (the full report needs every stage)."""
@@ -174,7 +175,7 @@ def main() -> None:
     classes = sorted({i.defect_class for i in defects})
     sup0.build(classes, segmentation=False)
     started = time.perf_counter()
-    enc_train = sup0.encode(labelled_images(train), sup0.views)
+    enc_train = sup0.encode(labelled_images(train), sup0.settings.views)
     encode_s = time.perf_counter() - started
     enc_test = sup0.encode_tta(labelled_images(test))
     state["encode_train_seconds"] = encode_s
@@ -196,7 +197,7 @@ def main() -> None:
         sup.fit_encoded(enc_train.subset(fit_idx), enc_train.subset(val_idx))
         loop_s = time.perf_counter() - started
         val_scores = sup.score_encoded(enc_train.subset(val_idx))
-        test_scores = sup.score_encoded(enc_test, all_views=sup.tta)
+        test_scores = sup.score_encoded(enc_test, all_views=sup.settings.tta)
         sup_scores[n] = (val_scores, test_scores)
         val_labels = np.r_[np.zeros(len(val_good_idx)), np.ones(len(val_d))].astype(int)
         at = rows_at_thresholds(val_scores, test_scores, val_labels, len(val_good_idx), test)
@@ -210,9 +211,9 @@ def main() -> None:
               f"acc {sup_row['all']['accuracy_rate']:.4f} (p=0.5: {natural['all']['accuracy_rate']:.4f}, "
               f"val-balanced: {balanced['all']['accuracy_rate']:.4f})", flush=True)
         if n == len(defects):
-            check = sup.score_images([test_images[i] for i in range(16)])[0]
+            check = sup.score([test_images[i] for i in range(16)]).scores
             deviation = float(np.abs(check - test_scores[:16]).max())
-            print(f"cached vs score_images max |diff| {deviation:.2e}", flush=True)
+            print(f"cached vs score max |diff| {deviation:.2e}", flush=True)
             rows["supervised"] = {"fit_seconds": encode_s + loop_s, "cache_check_max_abs_diff": deviation, **sup_row}
             rows["supervised_at_p05"] = natural
             rows["supervised_at_val_balanced"] = balanced
@@ -222,7 +223,7 @@ def main() -> None:
     raw: dict[str, dict[str, np.ndarray]] = {}
     for name, det in (("classical", Classical()), ("patchcore", PatchCore())):
         started = time.perf_counter()
-        det.fit(LazyImages(fit_good_paths))
+        det.fit(TrainingSet.good(LazyImages(fit_good_paths)))
         fit_s = time.perf_counter() - started
         raw[name] = {"val_good": scores_of(det, val_good_images), "test": scores_of(det, test_images)}
         if name == "patchcore":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import header, save_json, write_section
 from cellsight.data import LazyImages, load_dataset
 from cellsight.data.elpv import load_elpv
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.features.extractor import PatchFeatureExtractor
 from cellsight.features.threads import gpu_workers
@@ -52,7 +53,7 @@ def main() -> None:
         goods = dataset.select(split="train", defect_class="good").paths[: args.n_fit]
         scored = dataset.select(split="test").paths
     started = time.perf_counter()
-    detector = PatchCore(runtime="cuda").fit(LazyImages(goods))
+    detector = PatchCore(runtime="cuda").fit(TrainingSet.good(LazyImages(goods)))
     fit_s = time.perf_counter() - started
     test = list(LazyImages(scored))
     rows = []
@@ -62,12 +63,12 @@ def main() -> None:
         row: dict[str, float] = {"batch": batch}
         for mode, workers in (("one_thread", property(lambda self: 1)), ("threads", threaded)):
             setattr(PatchFeatureExtractor, "workers", workers)  # noqa: B010 -- the per-image steps' threads
-            detector.score_images(images)  # warm-up: cuDNN autotuning, bank upload
+            detector.score(images)  # warm-up: cuDNN autotuning, bank upload
             torch.cuda.synchronize()
             repeats = max(3, 2048 // batch)
             started = time.perf_counter()
             for _ in range(repeats):
-                detector.score_images(images)
+                detector.score(images)
             torch.cuda.synchronize()
             row[mode] = batch * repeats / (time.perf_counter() - started)
         row["images_per_s"] = row["threads"]

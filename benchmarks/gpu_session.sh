@@ -2,7 +2,8 @@
 # What one lent GPU session runs (the device tool: a bare machine with torch, timm, OpenCV; 64 MiB carried
 # per call), in two calls because the ELPV train cells and the wheels do not fit into one:
 #   call 1, carrying .devpack/elpv (benchmarks/elpv_pack.py pack):           bash benchmarks/gpu_session.sh unpack
-#   call 2, carrying .devpack/whl (efficientnet-lite0 + faiss-cpu wheels):   bash benchmarks/gpu_session.sh run
+#   call 2, carrying .devpack/whl (efficientnet-lite0, faiss-cpu, and pydantic with its dependencies, which the
+#   detector settings need: pydantic, pydantic-core, annotated-types, typing-inspection): bash benchmarks/gpu_session.sh run
 # Call 2 trains the end-to-end supervised configurations (elpv_finetune.py train; the model files come back
 # and are tested here with `elpv_finetune.py evaluate`), then measures PatchCore's GPU throughput (gpu.py).
 set -euo pipefail

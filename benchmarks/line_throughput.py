@@ -16,10 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import header, save_json, write_section
 from cellsight.data.sources import load_dataset
 from cellsight.data.synth import STATIONS, write_station_dataset
+from cellsight.detectors.patchcore import PatchCoreSettings
 from cellsight.line.config import load_line_config
 from cellsight.line.runtime import LineRuntime, LineSummary
 from cellsight.storage.store import TraceStore
-from cellsight.workflows.train import train
+from cellsight.workflows.train import TrainRequest, train
 
 STAGES = ("source_ms", "decode_ms", "code_ms", "inference_ms", "images_ms", "storage_ms")
 
@@ -30,8 +31,8 @@ def build_line(work: Path, n_train: int) -> dict[str, Path]:
         data = write_station_dataset(station, work / "synth", n_train=n_train, n_test_good=4, n_test_per_defect=1,
                                      seed=0)
         models[station] = work / "models" / f"{station}.safetensors"
-        result = train(load_dataset(data), models[station], detector_name="patchcore", target=0.01,
-                       options={"ignore_boxes": [[0, 0, 0.34, 0.34]]})
+        request = TrainRequest("patchcore", PatchCoreSettings(ignore_boxes=((0, 0, 0.34, 0.34),)), target=0.01)
+        result = train(load_dataset(data), models[station], request)
         print(f"trained {station} in {result.fit_seconds:.1f} s", file=sys.stderr)
     return models
 

@@ -32,6 +32,7 @@ def child_measure(detector: str, n_fit: int, options: dict[str, Any], threads: i
     import torch
 
     from cellsight.data import LazyImages, load_dataset
+    from cellsight.detectors.base import TrainingSet
     from cellsight.detectors.registry import detector_class
 
     torch.set_num_threads(threads)
@@ -40,18 +41,18 @@ def child_measure(detector: str, n_fit: int, options: dict[str, Any], threads: i
     images = _Augmented(LazyImages(goods), n_fit)
     model = detector_class(detector)(**options)
     started = time.perf_counter()
-    model.fit(images)
+    model.fit(TrainingSet.good(images))
     fit_seconds = time.perf_counter() - started
     test = [LazyImages(dataset.select(split="test").paths)[i] for i in range(64)]
-    model.score_images(test[:16])  # warm-up (first-call tracing, caches)
+    model.score(test[:16])  # warm-up (first-call tracing, caches)
     started = time.perf_counter()
     for start in range(0, 64, 16):
-        model.score_images(test[start : start + 16])
+        model.score(test[start : start + 16])
     batched = 64 / (time.perf_counter() - started)
     latencies = []
     for image in test[:40]:
         t = time.perf_counter()
-        model.score_images([image])
+        model.score([image])
         latencies.append((time.perf_counter() - t) * 1000.0)
     bank = getattr(model, "memory_bank", None)
     return {

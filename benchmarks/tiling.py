@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import header, save_json, write_section
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.features.backbones import DEFAULT_BACKBONE, create_feature_extractor
 from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx
@@ -56,7 +57,7 @@ def tiled_throughput(repeats: int, fit_webs: int) -> dict[str, object]:
     rng = np.random.default_rng(0)
     detector = PatchCore(tile_size=256, tile_overlap=32, bank_size=4096, per_image_fraction=0.05)
     started = time.perf_counter()
-    detector.fit([web(rng, 512, 2048) for _ in range(fit_webs)])
+    detector.fit(TrainingSet.good([web(rng, 512, 2048) for _ in range(fit_webs)]))
     fit_seconds = time.perf_counter() - started
     big = web(rng, 2048, 8192)
     cv2.circle(big, (3000, 1000), 6, 30, -1)
@@ -65,14 +66,17 @@ def tiled_throughput(repeats: int, fit_webs: int) -> dict[str, object]:
     result: dict[str, object] = {"fit_seconds": fit_seconds, "fit_webs": fit_webs, "tiles": 0}
     scores: dict[str, float] = {}
     rates: dict[str, list[float]] = {"torch": [], "onnx": []}
-    config, tensors = detector.config(), detector.tensors()
-    runners = {name: PatchCore.from_state({**config, "runtime": name}, tensors) for name in rates}
+    settings, tensors = detector.settings, detector.tensors()
+    runners = {name: PatchCore(settings.model_copy(update={"runtime": name})) for name in rates}
     for runner in runners.values():
-        runner.score_images([big[:256, :256]])  # warm-up: trace / export and session
+        runner.restore(detector.fitted_config(), tensors)
+    for runner in runners.values():
+        runner.score([big[:256, :256]])  # warm-up: trace / export and session
     for _ in range(repeats):
         for runtime, runner in runners.items():
             started = time.perf_counter()
-            raw, maps = runner.score_images([big])
+            out = runner.score([big])
+            raw, maps = out.scores, out.maps or []
             rates[runtime].append(megapixels / (time.perf_counter() - started))
             scores[runtime] = float(raw[0])
             peak = np.unravel_index(int(maps[0].argmax()), maps[0].shape)

@@ -83,6 +83,12 @@ def tiny_labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_contract_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest labelled set every detector can learn from (48 px; the contract suite's data)."""
+    return make_labelled(tmp_path_factory.mktemp("tiny_contract"), n_good=16, n_defect=4, n_test=4, size=48)
+
+
+@pytest.fixture(scope="session")
 def tiny_mvtec(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mvtec(tmp_path_factory.mktemp("tiny_mvtec"))
 

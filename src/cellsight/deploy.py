@@ -1,5 +1,8 @@
 """The deployable form of a model: the model file, its backbone as ONNX, and a manifest tying them together.
 
+Any detector that declares how its backbone exports (`Detector.backbone_export`, today PatchCore) deploys;
+the others are refused with a `DeploymentError` saying so.
+
 `export_deployment` writes a folder:
 - `model.safetensors`: the model file itself, byte for byte (memory bank, HNSW graph, calibration, the
   backbone weights the ONNX graph was exported from; its content hash is what identifies the model);
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cellsight.detectors.patchcore import PatchCore
+from cellsight.detectors.base import AnyDetector, BackboneExport, MapSize
 from cellsight.errors import DeploymentError
 from cellsight.features.onnx_backbone import OPSET, export_onnx, onnxruntime_version, sha256
 from cellsight.modelfile import LoadedModel, load_model
@@ -62,14 +65,16 @@ class Deployment:
     manifest: dict[str, Any]
 
 
-def compare_runtimes(detector: PatchCore, onnx_bytes: bytes, images: Sequence[np.ndarray]) -> Agreement:
+def compare_runtimes(
+    detector: AnyDetector, export: BackboneExport, onnx_bytes: bytes, images: Sequence[np.ndarray]
+) -> Agreement:
     """Score `images` with the torch backbone and with `onnx_bytes`; leaves the detector on the ONNX graph."""
     assert detector.calibration is not None
     threshold = detector.calibration.threshold
-    detector.use_runtime("torch")
-    reference, _ = detector.score_images(images)
-    detector.use_backbone_graph(onnx_bytes)
-    candidate, _ = detector.score_images(images)
+    export.use_torch()
+    reference = detector.score(images, MapSize.NONE).scores
+    export.use_graph(onnx_bytes)
+    candidate = detector.score(images, MapSize.NONE).scores
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     return Agreement(
         n_images=len(images),
@@ -79,13 +84,10 @@ def compare_runtimes(detector: PatchCore, onnx_bytes: bytes, images: Sequence[np
     )
 
 
-def probe_images(detector: PatchCore, count: int = 8, seed: int = 0) -> list[np.ndarray]:
+def probe_images(side: int, count: int = 8, seed: int = 0) -> list[np.ndarray]:
     """Seeded textured gray images (blurred noise, a gradient, dark blobs) when no real images are given."""
     import cv2
 
-    side = detector.features.image_size
-    if detector.tile_size is not None:
-        side = 2 * detector.tile_size - detector.tile_overlap  # four tiles: overlaps are exercised too
     rng = np.random.default_rng(seed)
     images = []
     for i in range(count):
@@ -96,6 +98,14 @@ def probe_images(detector: PatchCore, count: int = 8, seed: int = 0) -> list[np.
         cv2.circle(image, (cx, cy), max(2, side // (10 + i)), 30.0, -1)
         images.append(np.clip(image, 0, 255).astype(np.uint8))
     return images
+
+
+def backbone_export_of(detector: AnyDetector) -> BackboneExport:
+    """The detector's export description, or a `DeploymentError` when it has nothing to export."""
+    export = detector.backbone_export()
+    if export is None:
+        raise DeploymentError(f"{detector.name} has no neural backbone to export; it cannot be deployed this way")
+    return export
 
 
 def export_deployment(
@@ -109,22 +119,25 @@ def export_deployment(
     model_path, out_dir = Path(model_path), Path(out_dir)
     loaded = load_model(model_path)
     detector = loaded.detector
-    if not isinstance(detector, PatchCore):
-        raise DeploymentError(f"{detector.name} has no neural backbone to export; only patchcore models deploy")
+    export = backbone_export_of(detector)
     ort_version = onnxruntime_version()
     if ort_version is None:
         raise DeploymentError("exporting needs onnxruntime to verify the graph; install onnxruntime")
-    onnx_bytes = export_onnx(detector.extractor.model, detector.features.image_size)
+    onnx_bytes = export_onnx(export.module, export.image_size)
     source = "given images" if images is not None else "generated probe images"
-    agreement = compare_runtimes(detector, onnx_bytes, images if images is not None else probe_images(detector))
+    probes = images if images is not None else probe_images(export.probe_side)
+    agreement = compare_runtimes(detector, export, onnx_bytes, probes)
     if not agreement.within_tolerance:
         raise DeploymentError(f"ONNX backbone does not reproduce torch scores: {agreement}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_path, out_dir / MODEL_FILE)
-    (out_dir / ONNX_FILE).write_bytes(onnx_bytes)
-    manifest = _manifest(loaded, detector, onnx_bytes, ort_version, agreement, source)
-    manifest["model_file_sha256"] = sha256((out_dir / MODEL_FILE).read_bytes())
-    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    manifest = _manifest(loaded, export, onnx_bytes, ort_version, agreement, source)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_path, out_dir / MODEL_FILE)
+        (out_dir / ONNX_FILE).write_bytes(onnx_bytes)
+        manifest["model_file_sha256"] = sha256((out_dir / MODEL_FILE).read_bytes())
+        (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    except OSError as exc:
+        raise DeploymentError(f"{out_dir}: cannot write the deployment folder ({exc.strerror or exc})") from exc
     return manifest
 
 
@@ -137,6 +150,8 @@ def load_deployment(folder: Path | str) -> Deployment:
         onnx_bytes = (folder / ONNX_FILE).read_bytes()
     except (OSError, json.JSONDecodeError) as exc:
         raise DeploymentError(f"{folder}: not a readable deployment folder: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise DeploymentError(f"{folder / MANIFEST_FILE}: not a deployment manifest (a JSON object)")
     if manifest.get("format") != FORMAT or int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise DeploymentError(f"{folder / MANIFEST_FILE}: unknown deployment format {manifest.get('format')!r}")
     if sha256(model_bytes) != manifest.get("model_file_sha256"):
@@ -146,46 +161,27 @@ def load_deployment(folder: Path | str) -> Deployment:
     loaded = load_model(folder / MODEL_FILE)  # checks the content hash inside the file
     if loaded.content_hash != manifest.get("content_sha256"):
         raise DeploymentError(f"{folder}: model content hash differs from deploy.json")
-    assert isinstance(loaded.detector, PatchCore)
-    loaded.detector.use_backbone_graph(onnx_bytes)
+    backbone_export_of(loaded.detector).use_graph(onnx_bytes)
     return Deployment(model=loaded, manifest=manifest)
 
 
 def _manifest(
     loaded: LoadedModel,
-    detector: PatchCore,
+    export: BackboneExport,
     onnx_bytes: bytes,
     ort_version: str,
     agreement: Agreement,
     source: str,
 ) -> dict[str, Any]:
-    spec = detector.extractor.spec
-    size = detector.features.image_size
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "detector": detector.name,
+        "detector": loaded.detector.name,
         "model_version": loaded.version,
         "content_sha256": loaded.content_hash,
         "model_file": MODEL_FILE,
-        "backbone": detector.features.backbone,
-        "layers": list(detector.features.layers),
-        "input": {
-            "height": size,
-            "width": size,
-            "channels": detector.features.channels,
-            "tile_size": detector.tile_size,
-            "tile_overlap": detector.tile_overlap,
-            "resize": "none: native-resolution tiles" if detector.tile_size else "cv2 INTER_AREA to height x width",
-        },
-        "preprocessing": {
-            "scale": "pixel / dtype maximum (255 for 8-bit, 65535 for 16-bit)",
-            "mean": list(spec.mean),
-            "std": list(spec.std),
-            "layout": "NCHW float32, gray replicated to 3 channels",
-        },
-        "features": "3x3 average pool (stride 1, pad 1) per level; deeper levels bilinear to the first; concat",
+        **export.description,
         "calibration": loaded.metadata.get("calibration"),
         "onnx": {
             "file": ONNX_FILE,

@@ -25,7 +25,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from cellsight.calibration import Calibration
-from cellsight.detectors.base import Detector
+from cellsight.detectors.base import Detector, NotCalibratedError
 from cellsight.detectors.registry import detector_class
 from cellsight.errors import ModelFileError
 
@@ -55,7 +55,7 @@ def save_model(
 ) -> str:
     """Write `detector` (fitted and calibrated) to `path`; returns the content hash."""
     if detector.calibration is None:
-        raise ValueError("only a calibrated detector can be saved: it must know its threshold")
+        raise NotCalibratedError(f"only a calibrated {detector.name} can be saved: it must know its threshold")
     created = datetime.now(UTC).isoformat(timespec="seconds")
     description = {
         "format": FORMAT,
@@ -111,9 +111,9 @@ def load_model(path: Path | str) -> LoadedModel:
     try:
         cls = detector_class(description["detector"])
         detector = cls.from_state(description["config"], tensors)
-    except (KeyError, ValueError, RuntimeError) as exc:
+        detector.calibration = Calibration.from_dict(description["calibration"])
+    except (KeyError, ValueError, RuntimeError) as exc:  # ConfigError, ModelFileError, torch's shape checks
         raise ModelFileError(path, f"cannot rebuild the detector: {exc}") from exc
-    detector.calibration = Calibration.from_dict(description["calibration"])
     return LoadedModel(detector=detector, metadata=description, content_hash=actual)
 
 

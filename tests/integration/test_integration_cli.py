@@ -142,3 +142,14 @@ def test_export_writes_a_verified_deployment_that_predicts_like_the_model(traine
     onnx.write_bytes(onnx.read_bytes()[:-10])
     refused = cli("predict", "--model", out, images, "--out", tmp_path / "x.jsonl")
     assert refused.returncode == 2 and "backbone.onnx" in refused.stderr
+
+
+def test_a_wrong_setting_is_refused_with_every_valid_key_and_its_type(tiny_mvtec: Path, tmp_path: Path) -> None:
+    result = cli("train", "--detector", "classical", "--data", tiny_mvtec, "--out", tmp_path / "m.safetensors",
+                 "--option", "bogus=1", "--option", "image_size=big")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "unknown setting 'bogus'" in message and "image_size: Input should be a valid integer" in message
+    assert "image_size (int, default 256)" in message and "blur_sigma (float, default 1.5)" in message
+    assert not (tmp_path / "m.safetensors").exists()

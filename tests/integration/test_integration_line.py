@@ -25,7 +25,7 @@ from cellsight.line.runtime import LineRuntime
 from cellsight.storage.records import Disposition, Reason
 from cellsight.storage.store import TraceStore
 from cellsight.types import Verdict
-from cellsight.workflows.train import train
+from cellsight.workflows.train import TrainRequest, train
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def station_model(tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("line-model") / "classical.safetensors"
-    train(load_dataset(tiny_mvtec), out, detector_name="classical", val_fraction=0.25)
+    train(load_dataset(tiny_mvtec), out, TrainRequest("classical", val_fraction=0.25))
     return out
 
 

@@ -23,7 +23,7 @@ from cellsight.plc.simulate_plc import Cycle, make_client, run_cycle, station_no
 from cellsight.storage.records import Reason
 from cellsight.storage.store import TraceStore
 from cellsight.types import Verdict
-from cellsight.workflows.train import train
+from cellsight.workflows.train import TrainRequest, train
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def can_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = write_station_dataset("can", root / "synth", n_train=24, n_test_good=2, n_test_per_defect=1, seed=0,
                                  size=256)
     out = root / "can.safetensors"
-    train(load_dataset(data), out, detector_name="classical", val_fraction=0.25)
+    train(load_dataset(data), out, TrainRequest("classical", val_fraction=0.25))
     return out
 
 

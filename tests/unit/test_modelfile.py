@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_mvtec
+from cellsight.detectors.base import NotCalibratedError, TrainingSet
 from cellsight.detectors.classical import Classical
 from cellsight.modelfile import ModelFileError, load_model, save_model
 
@@ -19,7 +20,7 @@ from cellsight.modelfile import ModelFileError, load_model, save_model
 @pytest.fixture(scope="module")
 def model_path(tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dataset = load_mvtec(tiny_mvtec)
-    detector = Classical(image_size=64).fit(LazyImages(dataset.select(split="train").paths))
+    detector = Classical(image_size=64).fit(TrainingSet.good(LazyImages(dataset.select(split="train").paths)))
     detector.calibration = calibrate_for_overkill(np.linspace(0.1, 0.5, 20), 0.05)
     path = tmp_path_factory.mktemp("model") / "station.safetensors"
     save_model(path, detector, training={"dataset": "tiny", "fingerprint": dataset.fingerprint()}, model_version="v7")
@@ -36,7 +37,7 @@ def test_round_trip_keeps_detector_calibration_and_metadata(model_path: Path, ti
     assert len(loaded.content_hash) == 64
     images = list(LazyImages(load_mvtec(tiny_mvtec).select(split="test").paths[:4]))
     again = load_model(model_path)
-    np.testing.assert_array_equal(loaded.detector.score_images(images)[0], again.detector.score_images(images)[0])
+    np.testing.assert_array_equal(loaded.detector.score(images).scores, again.detector.score(images).scores)
 
 
 def test_file_is_plain_safetensors_with_json_header(model_path: Path) -> None:
@@ -86,6 +87,7 @@ def test_foreign_safetensors_and_missing_files_are_refused(tmp_path: Path) -> No
 
 
 def test_uncalibrated_detector_cannot_be_saved(tiny_mvtec: Path, tmp_path: Path) -> None:
-    detector = Classical(image_size=32).fit(LazyImages(load_mvtec(tiny_mvtec).select(split="train").paths[:8]))
-    with pytest.raises(ValueError, match="calibrated"):
+    goods = TrainingSet.good(LazyImages(load_mvtec(tiny_mvtec).select(split="train").paths[:8]))
+    detector = Classical(image_size=32).fit(goods)
+    with pytest.raises(NotCalibratedError, match="calibrated"):
         save_model(tmp_path / "m.safetensors", detector, training={})

@@ -34,6 +34,8 @@ from typing import Any, overload
 
 import numpy as np
 
+from cellsight.errors import ConfigError, DataError
+
 POLICIES = ("overkill", "escape")
 _HIGH_SPREAD = 2.0
 _BELOW_HALF = float(np.nextafter(0.5, 0.0))
@@ -161,16 +163,16 @@ def _check_target(target: float, policy: str) -> None:
     except (TypeError, ValueError):
         value = math.nan
     if isinstance(target, bool) or not 0.0 < value < 1.0:
-        raise ValueError(f"target {policy} rate must be a fraction in (0, 1), got {target!r}")
+        raise ConfigError(f"target {policy} rate must be a fraction in (0, 1), got {target!r}")
 
 
 def _scores(values: np.ndarray, name: str) -> np.ndarray:
     scores = np.asarray(values, dtype=np.float64).ravel()
     if scores.size == 0:
-        raise ValueError(f"{name} is empty: calibration needs validation scores")
+        raise DataError(f"{name} is empty: calibration needs validation scores")
     if not np.all(np.isfinite(scores)):
         bad = int(np.count_nonzero(~np.isfinite(scores)))
-        raise ValueError(f"{name} has {bad} NaN/infinite score(s): drop failed images before calibrating")
+        raise DataError(f"{name} has {bad} NaN/infinite score(s): drop failed images before calibrating")
     return scores
 
 

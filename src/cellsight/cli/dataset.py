@@ -12,12 +12,14 @@ from typing import Annotated
 
 import typer
 
+from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console
 
 dataset_app = typer.Typer(help="Data sets built from the line's records.", no_args_is_help=True)
 
 
 @dataset_app.command("export")
+@user_errors
 def export(
     db: Annotated[str, typer.Option(help="Database URL (sqlite:///... or postgresql://...).")],
     out: Annotated[Path, typer.Option(help="New or empty folder to write (MVTec layout + manifest.csv).")],
@@ -28,12 +30,8 @@ def export(
     from cellsight.storage.store import TraceStore
     from cellsight.workflows.export_reviews import export_reviewed
 
-    try:
-        with TraceStore.open(db) as store:
-            summary = export_reviewed(ServiceStore(store), out, station)
-    except (OSError, ValueError) as exc:
-        console.print(f"error: {exc}", markup=False)
-        raise typer.Exit(2) from exc
+    with TraceStore.open(db) as store:
+        summary = export_reviewed(ServiceStore(store), out, station)
     console.print(
         f"wrote {summary.good} good (false calls) and {summary.defective} defective (confirmed) images to {out}; "
         f"{summary.skipped} reviewed inspections had no stored image; manifest {summary.manifest}", markup=False,

@@ -12,12 +12,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console, fail
 from cellsight.line.config import LineConfig, LineConfigError, load_line_config
 from cellsight.line.quality import genealogy, line_quality
 from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
 from cellsight.line.runtime import LineProgress, LineRuntime, LineSummary
-from cellsight.modelfile import ModelFileError
 from cellsight.storage.records import Disposition
 from cellsight.storage.store import TraceStore
 
@@ -30,6 +30,7 @@ DatabaseOption = Annotated[
 
 
 @line_app.command("run")
+@user_errors
 def run(
     config: ConfigOption,
     cells: Annotated[int | None, typer.Option(help="Stop once the run holds this many cells.")] = None,
@@ -46,10 +47,7 @@ def run(
     previous = signal.signal(signal.SIGTERM, request_stop), signal.signal(signal.SIGINT, request_stop)
     try:
         with TraceStore.open(line_config.database) as store:
-            try:
-                runtime = LineRuntime(line_config, sha, store)
-            except (ModelFileError, FileNotFoundError, ValueError) as exc:
-                raise fail(str(exc)) from exc
+            runtime = LineRuntime(line_config, sha, store)
             summary = _run_with_progress(runtime, cells, new_run, lambda: bool(stop_requested))
     finally:
         signal.signal(signal.SIGTERM, previous[0])
@@ -58,6 +56,7 @@ def run(
 
 
 @line_app.command("report")
+@user_errors
 def report(
     config: ConfigOption,
     run_id: Annotated[int | None, typer.Option("--run", help="Run to report (default: the latest).")] = None,

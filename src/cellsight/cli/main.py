@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import JsonValue
 from rich.table import Table
 
 from cellsight import __version__
 from cellsight.cli.dataset import dataset_app
+from cellsight.cli.errors import user_errors
 from cellsight.cli.line import line_app
 from cellsight.cli.progress import console, progress_bars
 from cellsight.cli.progress import fail as _fail
 from cellsight.cli.serve import serve, token_app
 from cellsight.cli.synth import synth
+from cellsight.errors import ConfigError
 
 app = typer.Typer(
     name="cellsight",
@@ -29,12 +32,14 @@ app = typer.Typer(
 )
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _parse_options(pairs: list[str]) -> dict[str, JsonValue]:
+    """`key=value` pairs; a value is JSON where it parses (numbers, lists, objects), else a string. The
+    detector's settings validate them (`DetectorSettings.from_options`)."""
+    options: dict[str, JsonValue] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise _fail(f"--option expects key=value, got {pair!r}")
+            raise ConfigError(f"--option expects key=value, got {pair!r}")
         try:
             options[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
@@ -43,10 +48,13 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 
 @app.command()
+@user_errors
 def train(
     data: Annotated[str, typer.Option(help="Data set: a folder in MVTec layout, a CSV manifest, or 'elpv'.")],
     out: Annotated[Path, typer.Option(help="Model file to write (safetensors + JSON metadata).")],
-    detector: Annotated[str, typer.Option(help="Detector: patchcore (deep, good-only) or classical.")] = "patchcore",
+    detector: Annotated[
+        str, typer.Option(help="Detector: patchcore (good-only), classical, supervised, hybrid or ensemble.")
+    ] = "patchcore",
     backbone: Annotated[str | None, typer.Option(help="timm backbone (deep detectors).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Working resolution in pixels (square).")] = None,
     overkill: Annotated[float, typer.Option(help="Target false-call rate on good images.")] = 0.05,
@@ -59,12 +67,14 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed for the hold-out split and sampling.")] = 0,
     model_version: Annotated[str | None, typer.Option(help="Version label stored in the model.")] = None,
     option: Annotated[
-        list[str] | None, typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable).")
+        list[str] | None,
+        typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable); a wrong key lists them."),
     ] = None,
 ) -> None:
     """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
-    from cellsight.workflows.train import Policy
+    from cellsight.detectors.base import LearnsFrom
+    from cellsight.workflows.train import TrainRequest
     from cellsight.workflows.train import train as run_train
 
     options = _parse_options(option or [])
@@ -72,22 +82,17 @@ def train(
         options["backbone"] = backbone
     if image_size is not None:
         options["image_size"] = image_size
-    try:
-        dataset = load_dataset(data)
-    except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
-    policy: Policy = "escape" if escape is not None else "overkill"
-    target = escape if escape is not None else overkill
+    request = TrainRequest.with_options(
+        detector, options, policy="escape" if escape is not None else "overkill",
+        target=escape if escape is not None else overkill, val_fraction=val_fraction, seed=seed,
+        model_version=model_version,
+    )
+    dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
-    try:
-        with progress_bars() as bars:
-            result = run_train(
-                dataset, out, detector, options, policy, target, val_fraction, seed, model_version, bars
-            )
-    except (ValueError, TypeError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+    with progress_bars() as bars:
+        result = run_train(dataset, out, request, bars)
     cal = result.calibration
-    what = "images (good and defective)" if result.detector.uses_labels else "good images"
+    what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
     console.print(
         f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
         f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
@@ -99,6 +104,7 @@ def train(
 
 
 @app.command("eval")
+@user_errors
 def evaluate(
     model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
     data: Annotated[str, typer.Option(help="Labelled data set: MVTec folder, CSV manifest, or 'elpv'.")],
@@ -109,21 +115,14 @@ def evaluate(
 ) -> None:
     """Score a labelled split: AUROC, AP, F1max, escape and overkill with 95% intervals, report."""
     from cellsight.data.sources import load_dataset
-    from cellsight.modelfile import ModelFileError, load_model
+    from cellsight.modelfile import load_model
+    from cellsight.reporting import write_evaluation_html
     from cellsight.workflows.evaluate import evaluate as run_eval
 
-    try:
-        loaded = load_model(model)
-        dataset = load_dataset(data)
-    except (ModelFileError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
-    try:
-        with progress_bars() as bars:
-            report = run_eval(
-                loaded, dataset, split, batch_size, bars("inspect", len(dataset.select(split=split)))
-            )
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    loaded = load_model(model)
+    dataset = load_dataset(data)
+    with progress_bars() as bars:
+        report = run_eval(loaded, dataset, split, batch_size, bars("inspect", len(dataset.select(split=split))))
     op = report.operating_point
     table = Table(title=f"{loaded.detector.name} on {report.dataset}")
     table.add_column("metric")
@@ -143,11 +142,12 @@ def evaluate(
         report.write_json(json_out)
         console.print(f"wrote {json_out}")
     if html_out is not None:
-        report.write_html(html_out)
+        write_evaluation_html(report, html_out)
         console.print(f"wrote {html_out}")
 
 
 @app.command()
+@user_errors
 def predict(
     model: Annotated[Path, typer.Option(help="Model file, or a folder written by `cellsight export`.")],
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
@@ -162,13 +162,10 @@ def predict(
     """
     from cellsight.cli.predict_output import write_predictions
     from cellsight.data.images import list_images
-    from cellsight.deploy import DeploymentError, load_deployment
-    from cellsight.modelfile import ModelFileError, load_model
+    from cellsight.deploy import load_deployment
+    from cellsight.modelfile import load_model
 
-    try:
-        loaded = load_deployment(model).model if model.is_dir() else load_model(model)
-    except (ModelFileError, DeploymentError) as exc:
-        raise _fail(str(exc)) from exc
+    loaded = load_deployment(model).model if model.is_dir() else load_model(model)
     files: list[Path] = []
     for path in paths:
         files.extend(list_images(path) if path.is_dir() else [path])
@@ -183,6 +180,7 @@ def predict(
 
 
 @app.command()
+@user_errors
 def export(
     model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
     out: Annotated[Path, typer.Option(help="Deployment folder to write (backbone.onnx, model, deploy.json).")],
@@ -193,25 +191,18 @@ def export(
     max_images: Annotated[int, typer.Option(help="Use at most this many of --images.")] = 32,
 ) -> None:
     """Write the deployable form: the backbone as ONNX, verified to score like the model, with hashes."""
-    from cellsight.data.images import ImageReadError, list_images, read_image
-    from cellsight.deploy import DeploymentError, export_deployment
-    from cellsight.modelfile import ModelFileError
+    from cellsight.data.images import list_images, read_image
+    from cellsight.deploy import export_deployment
 
     arrays = None
     if images:
         files: list[Path] = []
         for path in images:
             files.extend(list_images(path) if path.is_dir() else [path])
-        try:
-            arrays = [read_image(path) for path in files[:max_images]]
-        except ImageReadError as exc:
-            raise _fail(str(exc)) from exc
+        arrays = [read_image(path) for path in files[:max_images]]
         if not arrays:
             raise _fail("no images found in the given --images paths")
-    try:
-        manifest = export_deployment(model, out, arrays)
-    except (ModelFileError, DeploymentError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+    manifest = export_deployment(model, out, arrays)
     check = manifest["verification"]
     console.print(
         f"ONNX vs torch on {check['images']} {check['source']}: max |raw score diff| / threshold "
@@ -222,14 +213,12 @@ def export(
 
 
 @app.command()
+@user_errors
 def info(model: Annotated[Path, typer.Argument(help="Model file.")]) -> None:
     """Show what a model file holds: detector, version, threshold, training set, versions."""
-    from cellsight.modelfile import ModelFileError, load_model
+    from cellsight.modelfile import load_model
 
-    try:
-        loaded = load_model(model)
-    except ModelFileError as exc:
-        raise _fail(str(exc)) from exc
+    loaded = load_model(model)
     console.print_json(json.dumps({"content_sha256": loaded.content_hash, **loaded.metadata}))
 
 

@@ -43,8 +43,8 @@ def serve(
         raise typer.BadParameter("--config is required (the line configuration)", param_hint="--config")
     import uvicorn
 
-    from cellsight.line.config import LineConfigError, load_line_config
-    from cellsight.modelfile import ModelFileError
+    from cellsight.errors import CellsightError
+    from cellsight.line.config import load_line_config
     from cellsight.service.app import create_app
     from cellsight.service.auth import Role, create_token
     from cellsight.service.state import Service, Settings
@@ -53,7 +53,7 @@ def serve(
         line, sha = load_line_config(config)
         service = Service.start(line, sha, Settings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                                    secure_cookie=secure_cookie))
-    except (LineConfigError, ModelFileError, ValueError, OSError) as exc:
+    except CellsightError as exc:  # the line file, a model, a source: the user's to fix; anything else is a bug
         console.print(f"error: {exc}", markup=False)
         raise typer.Exit(2) from exc
     if service.store.token_count() == 0:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console, progress_bars
 from cellsight.data.synth import STATIONS, write_station_dataset
 from cellsight.data.synth.common import MAX_SIZE, MIN_SIZE
@@ -14,6 +15,7 @@ from cellsight.data.synth.common import MAX_SIZE, MIN_SIZE
 ALL = "all"
 
 
+@user_errors
 def synth(
     station: Annotated[str, typer.Option(help=f"Station: {', '.join(STATIONS)}, or '{ALL}'.")],
     out: Annotated[Path, typer.Option(help="Root folder; each station goes to <out>/<station>/.")],

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cellsight.errors import DataError
+
 GOOD = "good"
 SPLITS = ("train", "val", "test")
 
@@ -28,9 +30,9 @@ class Item:
 
     def __post_init__(self) -> None:
         if self.label not in (0, 1):
-            raise ValueError(f"{self.path}: label must be 0 (good) or 1 (defective), got {self.label!r}")
+            raise DataError(f"{self.path}: label must be 0 (good) or 1 (defective), got {self.label!r}")
         if self.split not in SPLITS:
-            raise ValueError(f"{self.path}: split must be one of {SPLITS}, got {self.split!r}")
+            raise DataError(f"{self.path}: split must be one of {SPLITS}, got {self.split!r}")
 
 
 @dataclass(frozen=True)

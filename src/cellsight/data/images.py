@@ -175,9 +175,9 @@ def list_images(folder: Path | str) -> list[Path]:
     """
     root = Path(folder)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: folder not found")
+        raise DataError(f"{root}: folder not found")
     if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder")
+        raise DataError(f"{root}: not a folder")
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]

@@ -45,6 +45,13 @@ def load_mvtec(root: Path | str, name: str | None = None) -> Dataset:
         raise DatasetError(
             f"{folder}: folder not found" if not folder.exists() else f"{folder}: not a folder"
         )
+    try:
+        return _load_folder(folder, name)
+    except OSError as exc:  # a folder or file that cannot be listed (permissions, a vanished drive)
+        raise DatasetError(f"{exc.filename or folder}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _load_folder(folder: Path, name: str | None) -> Dataset:
     if not is_mvtec_layout(folder):
         categories = sorted(d.name for d in folder.iterdir() if d.is_dir() and is_mvtec_layout(d))
         if categories:

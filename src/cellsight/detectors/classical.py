@@ -16,73 +16,87 @@ curves and for calibration at a target overkill.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Self
 
 import cv2
 import numpy as np
 import torch
+from pydantic import Field, JsonValue
 
 from cellsight.data.images import to_float01, to_gray
-from cellsight.detectors.base import Detector, ProgressCallback
-from cellsight.detectors.registry import register
+from cellsight.detectors.base import (
+    Detector,
+    JsonObject,
+    LearnsFrom,
+    MapSize,
+    ProgressFactory,
+    Scores,
+    Tensors,
+    TrainingSet,
+    json_float,
+    require_images,
+)
+from cellsight.detectors.settings import DetectorSettings
 
 
-@register
-class Classical(Detector):
+class ClassicalSettings(DetectorSettings):
+    image_size: int = Field(256, ge=8, description="working side in pixels (images are resized to it)")
+    blur_sigma: float = Field(1.5, ge=0.0, description="Gaussian blur before the difference (0: none)")
+    pixel_quantile: float = Field(0.999, gt=0.0, le=1.0, description="share of good pixels under the pixel rule")
+    area_margin: float = Field(1.2, gt=0.0, description="minimum defect area = largest good blob x margin")
+    max_template_images: int = Field(500, ge=2, description="good images used for the template, at most")
+
+
+class Classical(Detector[ClassicalSettings]):
     """Golden-template difference with a blob-area rule; fast, explainable, and weak on textured parts."""
 
     name = "classical"
+    Settings = ClassicalSettings
+    learns_from = LearnsFrom.GOOD
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        blur_sigma: float = 1.5,
-        pixel_quantile: float = 0.999,
-        area_margin: float = 1.2,
-        max_template_images: int = 500,
-    ) -> None:
-        super().__init__()
-        self.image_size = image_size
-        self.blur_sigma = blur_sigma
-        self.pixel_quantile = pixel_quantile
-        self.area_margin = area_margin
-        self.max_template_images = max_template_images
+    def __init__(self, settings: ClassicalSettings | None = None, /, **options: object) -> None:
+        super().__init__(settings, **options)
         self.template: np.ndarray | None = None
         self.tolerance: np.ndarray | None = None
         self.pixel_threshold = float("nan")
         self.min_area = float("nan")
 
+    @property
+    def fitted(self) -> bool:
+        return self.template is not None
+
     def _normalise(self, image: np.ndarray) -> np.ndarray:
-        size = self.image_size
+        size = self.settings.image_size
         gray = cv2.resize(to_float01(to_gray(image)), (size, size), interpolation=cv2.INTER_AREA)
-        if self.blur_sigma > 0:
-            gray = cv2.GaussianBlur(gray, (0, 0), self.blur_sigma)
+        if self.settings.blur_sigma > 0:
+            gray = cv2.GaussianBlur(gray, (0, 0), self.settings.blur_sigma)
         spread = float(gray.std())
         return (gray - float(gray.mean())) / (spread if spread > 1e-6 else 1.0)
 
-    def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
-        if len(images) < 4:
-            raise ValueError("the classical detector needs at least 4 good images (template and rule halves)")
+    def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
+        # Template and rule halves: at least two images each.
+        images = require_images(train, self.name, 4)
+        advance = progress("fit", len(images)) if progress else None
         # Bounded memory: an evenly spread subset. The template comes from one half, the rule's
         # thresholds from the other, so tolerances are not measured on the images that made the template.
-        step = max(1, len(images) // (2 * self.max_template_images))
+        step = max(1, len(images) // (2 * self.settings.max_template_images))
         stack = []
         for i in range(len(images)):
             if i % step == 0:
                 stack.append(self._normalise(images[i]))
-            if progress is not None:
-                progress(1)
+            if advance is not None:
+                advance(1)
         template_part, rule_part = np.stack(stack[0::2]), np.stack(stack[1::2])
         self.template = np.median(template_part, axis=0).astype(np.float32)
         deviation = np.median(np.abs(template_part - self.template), axis=0) * 1.4826
         floor = max(float(np.median(deviation)) * 0.25, 1e-3)
         self.tolerance = np.maximum(deviation, floor).astype(np.float32)
         ratios = [self._ratio(image) for image in rule_part]
-        self.pixel_threshold = float(np.quantile(np.stack(ratios), self.pixel_quantile))
+        self.pixel_threshold = float(np.quantile(np.stack(ratios), self.settings.pixel_quantile))
         self.min_area = 1.0
         largest = [float(self._score_map(r).max()) for r in ratios]  # in pixels while min_area is 1
-        self.min_area = float(np.floor(max(largest)) * self.area_margin + 1.0)
+        self.min_area = float(np.floor(max(largest)) * self.settings.area_margin + 1.0)
         return self
 
     def _ratio(self, normalised: np.ndarray) -> np.ndarray:
@@ -104,45 +118,33 @@ class Classical(Detector):
         areas[0] = 0.0  # background
         return (areas[labels] / self.min_area + tie_break).astype(np.float32)
 
-    def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        if self.template is None:
-            raise RuntimeError("classical detector is not fitted")
+    def score(
+        self, images: Sequence[np.ndarray], maps: MapSize = MapSize.INPUT, name_from: float | None = None
+    ) -> Scores:
+        """Names no defects: every NG is "anomaly"."""
+        self.check_fitted()
         scores = np.empty(len(images), dtype=np.float32)
-        maps = []
+        out: list[np.ndarray] = []
         for i, image in enumerate(images):
             score_map = self._score_map(self._ratio(self._normalise(image)))
             scores[i] = float(score_map.max())
-            height, width = image.shape[:2]
-            maps.append(cv2.resize(score_map, (width, height), interpolation=cv2.INTER_NEAREST))
-        return scores, maps
+            if maps is MapSize.INPUT:
+                height, width = image.shape[:2]
+                out.append(cv2.resize(score_map, (width, height), interpolation=cv2.INTER_NEAREST))
+            elif maps is MapSize.WORKING:
+                out.append(score_map)
+        return Scores(scores, None if maps is MapSize.NONE else out)
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "image_size": self.image_size,
-            "blur_sigma": self.blur_sigma,
-            "pixel_quantile": self.pixel_quantile,
-            "area_margin": self.area_margin,
-            "max_template_images": self.max_template_images,
-            "pixel_threshold": self.pixel_threshold,
-            "min_area": self.min_area,
-        }
+    def fitted_config(self) -> JsonObject:
+        return {"pixel_threshold": self.pixel_threshold, "min_area": self.min_area}
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        if self.template is None or self.tolerance is None:
-            raise RuntimeError("classical detector is not fitted")
+    def tensors(self) -> Tensors:
+        self.check_fitted()
+        assert self.template is not None and self.tolerance is not None
         return {"template": torch.from_numpy(self.template), "tolerance": torch.from_numpy(self.tolerance)}
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
-        detector = cls(
-            image_size=int(config["image_size"]),
-            blur_sigma=float(config["blur_sigma"]),
-            pixel_quantile=float(config["pixel_quantile"]),
-            area_margin=float(config["area_margin"]),
-            max_template_images=int(config["max_template_images"]),
-        )
-        detector.pixel_threshold = float(config["pixel_threshold"])
-        detector.min_area = float(config["min_area"])
-        detector.template = tensors["template"].numpy()
-        detector.tolerance = tensors["tolerance"].numpy()
-        return detector
+    def restore(self, fitted: Mapping[str, JsonValue], tensors: Mapping[str, torch.Tensor]) -> None:
+        self.pixel_threshold = json_float(fitted, "pixel_threshold")
+        self.min_area = json_float(fitted, "min_area")
+        self.template = tensors["template"].numpy()
+        self.tolerance = tensors["tolerance"].numpy()

@@ -11,11 +11,11 @@ from their own class when each was left out in turn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+from pydantic import BaseModel, JsonValue
 
 UNKNOWN = "unknown"
 """The name of a flagged defect that resembles none of the classes learned."""
@@ -142,14 +142,14 @@ class DefectNamer:
         return own, names
 
     # -- model file ------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
+    def config(self) -> dict[str, JsonValue]:
         return {
-            "classes": self.classes,
+            "classes": list(self.classes),
             "method": self.method,
             "k": self.k,
             "top_patches": self.top_patches,
             "unknown_distances": [float(d) if np.isfinite(d) else None for d in self.unknown_distances],
-            "examples_per_class": {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)},
+            "examples_per_class": {c: int((self.labels == i).sum()) for i, c in enumerate(self.classes)},  # for people
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -160,15 +160,26 @@ class DefectNamer:
         }
 
     @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> DefectNamer:
-        unknown = [float("inf") if d is None else float(d) for d in config["unknown_distances"]]
+    def from_state(cls, config: Mapping[str, JsonValue], tensors: Mapping[str, torch.Tensor]) -> DefectNamer:
+        stored = _NamerConfig.model_validate(config)
         return cls(
-            classes=config["classes"],
+            classes=stored.classes,
             embedded=tensors["embedded"].numpy(),
             labels=tensors["labels"].numpy(),
             center=tensors["center"].numpy(),
-            method=str(config["method"]),
-            k=int(config["k"]),
-            top_patches=int(config["top_patches"]),
-            unknown_distances=unknown,
+            method=stored.method,
+            k=stored.k,
+            top_patches=stored.top_patches,
+            unknown_distances=[float("inf") if d is None else d for d in stored.unknown_distances],
         )
+
+
+class _NamerConfig(BaseModel):
+    """The namer's part of a model file, checked on load (`examples_per_class` is for people to read)."""
+
+    classes: list[str]
+    method: str
+    k: int
+    top_patches: int
+    unknown_distances: list[float | None]
+    examples_per_class: dict[str, int] = {}

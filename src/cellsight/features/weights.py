@@ -22,11 +22,14 @@ from pathlib import Path
 
 import torch
 
+from cellsight.errors import ConfigError
+
 StateDict = dict[str, torch.Tensor]
 
 
-class WeightsError(RuntimeError):
-    """Weights are missing, corrupt, or do not match the architecture."""
+class WeightsError(ConfigError, RuntimeError):
+    """Weights are missing, corrupt, or do not match the architecture (a `ConfigError`: the user's weights
+    file or installation is at fault; also a RuntimeError, as callers caught before)."""
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The line quality report: a rich terminal summary, one self-contained HTML page, and JSON.
 
-The HTML embeds plotly.js once (`cellsight.metrics.html_page`), so it opens on an offline line PC.
+The HTML embeds plotly.js once (`cellsight.reporting.page`), so it opens on an offline line PC.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cellsight.line.quality import Genealogy, LineQuality, PChart, genealogy_json
-from cellsight.metrics.html_page import PAGE_CSS, escape, figure_html, plotly_script_tag
+from cellsight.reporting.page import PAGE_CSS, escape, figure_html, plotly_script_tag
 from cellsight.types import Verdict
 
 _CSS = PAGE_CSS + """

@@ -17,6 +17,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from cellsight.errors import ConfigError
 from cellsight.line.config import FolderSource, Source, SyntheticSource, WatchedFolderSource
 
 
@@ -44,7 +45,7 @@ class FolderImages:
 
     def __init__(self, config: FolderSource) -> None:
         if not config.path.is_dir():
-            raise FileNotFoundError(f"{config.path}: image folder does not exist")
+            raise ConfigError(f"{config.path}: image folder does not exist")
         self.files = sorted(p for p in config.path.glob(config.pattern) if p.is_file())
 
     def image_for(self, sequence: int) -> SourceImage:
@@ -87,7 +88,7 @@ class SyntheticImages:
         from cellsight.data.synth import STATIONS
 
         if config.station not in STATIONS:
-            raise ValueError(f"unknown synthetic station {config.station!r}; choose from {', '.join(STATIONS)}")
+            raise ConfigError(f"unknown synthetic station {config.station!r}; choose from {', '.join(STATIONS)}")
         self.config = config
         self.classes = STATIONS[config.station]
         self.first_serial = 1

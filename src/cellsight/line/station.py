@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cellsight.data.images import ImageReadError, decode_image
-from cellsight.detectors.base import Detector
+from cellsight.detectors.base import AnyDetector
+from cellsight.errors import ModelFileError
 from cellsight.line.config import ThresholdPolicy
 from cellsight.modelfile import load_model
 from cellsight.storage.records import Reason
@@ -60,13 +61,13 @@ class StationInspector:
         loaded = load_model(model_path)
         self.name = name
         self.model_path = model_path
-        self.detector: Detector = loaded.detector
+        self.detector: AnyDetector = loaded.detector
         self.model_version = loaded.version or model_path.stem
         self.model_hash = loaded.content_hash
         self.threshold = threshold or ThresholdPolicy()
         self.read_code = read_code
         if self.detector.calibration is None:
-            raise ValueError(f"{model_path}: the model has no calibration, so it cannot decide OK/NG")
+            raise ModelFileError(model_path, "the model has no calibration, so it cannot decide OK/NG")
 
     def inspect_bytes(self, data: bytes, name: str, times: StageTimes | None = None) -> StationOutcome:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The evaluation report: every number a quality engineer asks for, as JSON and as one offline HTML file.
+"""The evaluation report: every number a quality engineer asks for, as JSON (its HTML page: `cellsight.reporting`).
 
 `build_report` computes it from predictions; `EvaluationReport` holds it, writes the JSON the CLI
 contract promises (flat headline keys, NaN → null) and the self-contained HTML page.
@@ -116,15 +116,6 @@ class EvaluationReport:
         target.write_text(json.dumps(self.to_json_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         return target
 
-    def write_html(self, path: str | Path) -> Path:
-        """One self-contained HTML file (plotly.js and images embedded) that opens offline."""
-        from cellsight.metrics.html_report import render_html
-
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render_html(self), encoding="utf-8")
-        return target
-
 
 def _example_summary(example: Example) -> dict[str, Any]:
     return {
@@ -175,7 +166,7 @@ def build_report(
 
     Image metrics use the raw scores (the normalised scale is clipped, which would create ties).
     Pixel metrics need `masks` (None entries = all-good images); they use `maps` when given — pass
-    the detector's raw maps from `score_images` for benchmark-grade numbers — else the predictions'
+    the detector's raw maps (`Detector.score`) for benchmark-grade numbers — else the predictions'
     normalised maps. Images without a map (failed inspections) are left out of the pixel metrics; they
     are already counted as NG in the operating point. `load_image(i)` supplies gallery images; without
     it the galleries stay empty.

@@ -51,10 +51,12 @@ def train_tiny_model(data: Path, out: Path, version: str, image_size: int = 96, 
     that disagrees with the live one, for tests).
     """
     from cellsight.data.sources import load_dataset
-    from cellsight.workflows.train import train
+    from cellsight.detectors.classical import ClassicalSettings
+    from cellsight.workflows.train import TrainRequest, train
 
-    train(load_dataset(data), out, detector_name="classical", options={"image_size": image_size},
-          target=overkill, val_fraction=0.25, seed=seed, model_version=version)
+    request = TrainRequest("classical", ClassicalSettings(image_size=image_size), target=overkill, val_fraction=0.25,
+                           seed=seed, model_version=version)
+    train(load_dataset(data), out, request)
     return out
 
 

@@ -12,6 +12,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from cellsight.errors import ConfigError
 
 DEFAULT_URL = "sqlite:///runs/line/trace.db"
 
@@ -25,19 +28,26 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str = DEFAULT_URL) -> Engine:
-    """An engine for `url`; creates the SQLite file's folder. Unknown databases are refused by name."""
-    url = normalise_url(url)
+    """An engine for `url`; creates the SQLite file's folder. A URL that cannot be used is a `ConfigError`."""
+    try:
+        url = normalise_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"{url}: not a database URL; use sqlite:///path or postgresql://...") from exc
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{folder}: cannot create the database folder ({exc.strerror or exc})") from exc
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True)
-    raise ValueError(f"{url}: unsupported database {backend!r}; use sqlite:///path or postgresql://...")
+    raise ConfigError(f"{url}: unsupported database {backend!r}; use sqlite:///path or postgresql://...")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

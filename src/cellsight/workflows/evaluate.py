@@ -10,6 +10,7 @@ import numpy as np
 
 from cellsight.data.dataset import Dataset
 from cellsight.data.images import read_image, to_gray
+from cellsight.errors import DataError
 from cellsight.metrics.report import EvaluationReport, build_report
 from cellsight.modelfile import LoadedModel
 from cellsight.workflows.inspect import inspect_paths
@@ -24,7 +25,7 @@ def evaluate(
 ) -> EvaluationReport:
     test = dataset.select(split=split)
     if len(test) == 0:
-        raise ValueError(f"data set {dataset.name!r} has no images in its {split!r} split")
+        raise DataError(f"data set {dataset.name!r} has no images in its {split!r} split")
     detector = model.detector
     assert detector.calibration is not None
     with_masks = test.has_masks

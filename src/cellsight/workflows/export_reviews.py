@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellsight.errors import ConfigError, DataError
 from cellsight.storage.service_store import ServiceStore
 
 _COLUMNS = ("path", "label", "split", "defect_class", "inspection_id", "cell_id", "station", "decision", "reviewer",
@@ -37,8 +38,15 @@ def export_reviewed(store: ServiceStore, out: Path, station: str | None = None) 
 
     `out` must be new or empty: files left from an earlier export could contradict a changed review.
     """
+    try:
+        return _export(store, out, station)
+    except OSError as exc:  # the output folder (or a stored image) cannot be written or read
+        raise DataError(f"{exc.filename or out}: {exc.strerror or exc}") from exc
+
+
+def _export(store: ServiceStore, out: Path, station: str | None) -> ExportSummary:
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: folder is not empty; export into a new folder")
+        raise ConfigError(f"{out}: folder is not empty; export into a new folder")
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, object]] = []
     skipped = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsight.data.images import ImageReadError, read_image
-from cellsight.detectors.base import Detector, predict_with_maps
+from cellsight.detectors.base import AnyDetector, MapSize, NotCalibratedError, predict_scored
 from cellsight.types import Prediction
 
 
@@ -26,15 +26,15 @@ class Inspection:
 
 
 def inspect_paths(
-    detector: Detector,
+    detector: AnyDetector,
     paths: Sequence[Path],
     batch_size: int = 16,
     keep_raw_maps: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Inspection]:
-    """Yield one Inspection per path, in order."""
+    """Yield one Inspection per path, in order; maps at each image's size."""
     if detector.calibration is None:
-        raise ValueError(f"{detector.name} model has no calibration: it cannot decide OK/NG")
+        raise NotCalibratedError(f"{detector.name} model has no calibration: it cannot decide OK/NG")
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         yield from _inspect_chunk(detector, chunk, keep_raw_maps)
@@ -42,7 +42,7 @@ def inspect_paths(
             progress(len(chunk))
 
 
-def _inspect_chunk(detector: Detector, chunk: Sequence[Path], keep_raw_maps: bool) -> list[Inspection]:
+def _inspect_chunk(detector: AnyDetector, chunk: Sequence[Path], keep_raw_maps: bool) -> list[Inspection]:
     results: dict[int, Inspection] = {}
     images: list[np.ndarray] = []
     positions: list[int] = []
@@ -62,7 +62,7 @@ def _inspect_chunk(detector: Detector, chunk: Sequence[Path], keep_raw_maps: boo
 
 
 def _score(
-    detector: Detector,
+    detector: AnyDetector,
     chunk: Sequence[Path],
     positions: list[int],
     images: list[np.ndarray],
@@ -70,7 +70,7 @@ def _score(
 ) -> list[Inspection]:
     assert detector.calibration is not None
     try:
-        predictions, raw_maps = predict_with_maps(detector, images)
+        predictions, raw = predict_scored(detector, images, MapSize.INPUT)
     except Exception as exc:  # a detector failure on one image must not take the batch with it
         if len(images) == 1:
             error = f"{chunk[positions[0]]}: inspection failed: {type(exc).__name__}: {exc}"
@@ -79,7 +79,8 @@ def _score(
             _score(detector, chunk, [p], [image], keep_raw_maps)[0]
             for p, image in zip(positions, images, strict=True)
         ]
+    raw_maps = raw.maps if keep_raw_maps and raw.maps is not None else [None] * len(predictions)
     return [
-        Inspection(chunk[p], prediction, raw_map if keep_raw_maps else None)
+        Inspection(chunk[p], prediction, raw_map)
         for p, prediction, raw_map in zip(positions, predictions, raw_maps, strict=True)
     ]

@@ -4,33 +4,73 @@ Calibration never uses the images the detector was fitted on (a memory bank scor
 zero, which would set a threshold far too low). Where the data set has a `val` split it is used;
 otherwise a seeded fraction of the good training images is held out.
 
-Detectors that learn from defects (`uses_labels`) get the whole train split, goods and defects, minus a
-seeded held-out part stratified by defect class; that part both stops their training early and sets
-the threshold.
-
-Good-only detectors that can name defects (`learns_defect_names`) still fit and calibrate on goods only;
-where the train split has labelled defects, they then learn the defect classes' names from them.
+What a detector is handed follows its `learns_from`:
+- `LABELLED`: the whole train split, goods and defects, minus a seeded held-out part stratified by defect
+  class (`TrainingSet.validation`); that part both stops their training early and sets the threshold;
+- `GOOD_AND_DEFECT_NAMES`: the fitting goods plus the train split's labelled defects; the model learns
+  from the goods and the defect classes' names from the defects (calibrated as a good-only detector);
+- `GOOD`: the fitting goods only.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from cellsight.calibration import Calibration, calibrate_for_escape, calibrate_for_overkill
 from cellsight.data.dataset import GOOD, Dataset
 from cellsight.data.images import LazyImages, read_image
-from cellsight.detectors.base import Detector, LabelledImages, ProgressFactory
+from cellsight.detectors.base import AnyDetector, LearnsFrom, MapSize, ProgressFactory, TrainingSet
 from cellsight.detectors.registry import detector_class
+from cellsight.detectors.settings import DetectorSettings
+from cellsight.errors import ConfigError, DataError
 from cellsight.modelfile import save_model
 
 Policy = Literal["overkill", "escape"]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything `train` needs besides the data and the output path; validated when built."""
+
+    detector: str = "patchcore"
+    settings: DetectorSettings | None = None
+    """The detector's settings (its `Settings` class); None: its defaults."""
+    policy: Policy = "overkill"
+    target: float = 0.05
+    """The overkill (or escape) rate the threshold is set for."""
+    val_fraction: float = 0.15
+    """Share held out to set the threshold (and stop labelled training) when the data has no val split."""
+    seed: int = 0
+    """Seed of the held-out split (the detector's own seed is a setting)."""
+    model_version: str | None = None
+
+    def __post_init__(self) -> None:
+        expected = detector_class(self.detector).Settings
+        if self.settings is not None and not isinstance(self.settings, expected):
+            raise ConfigError(f"{self.detector} takes {expected.__name__}, got {type(self.settings).__name__}")
+        if self.policy not in ("overkill", "escape"):
+            raise ConfigError(f"policy must be overkill or escape, got {self.policy!r}")
+        if not 0.0 < self.target < 1.0:
+            raise ConfigError(f"target {self.policy} rate must be a fraction in (0, 1), got {self.target}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def with_options(cls, detector: str, options: Mapping[str, object], **request: object) -> TrainRequest:
+        """A request whose settings come from loose key=value options (the CLI's `--option`), validated."""
+        settings = detector_class(detector).Settings.from_options(options, detector)
+        return cls(detector, settings, **request)  # type: ignore[arg-type]
+
+    def build_detector(self) -> AnyDetector:
+        cls = detector_class(self.detector)
+        return cls(self.settings) if self.settings is not None else cls()
 
 
 @dataclass(frozen=True)
@@ -42,7 +82,7 @@ class CalibrationSplit:
 
 @dataclass(frozen=True)
 class TrainResult:
-    detector: Detector
+    detector: AnyDetector
     content_hash: str
     fit_seconds: float
     calibration: Calibration
@@ -55,15 +95,15 @@ def calibration_split(dataset: Dataset, val_fraction: float, seed: int) -> Calib
     """Which images fit the detector and which set its threshold."""
     train_good = dataset.select(split="train", defect_class=GOOD)
     if len(train_good) == 0:
-        raise ValueError(f"data set {dataset.name!r} has no good images in its train split")
+        raise DataError(f"data set {dataset.name!r} has no good images in its train split")
     val = dataset.select(split="val")
     if len(val.select(label=0)) > 0:
         return CalibrationSplit(train_good, val.select(label=0), val.select(label=1))
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_val = max(1, round(len(train_good) * val_fraction))
     if n_val >= len(train_good):
-        raise ValueError(f"{len(train_good)} good training images are too few to hold out {n_val} for calibration")
+        raise DataError(f"{len(train_good)} good training images are too few to hold out {n_val} for calibration")
     order = np.random.default_rng(seed).permutation(len(train_good))
     held = set(order[:n_val].tolist())
     items = train_good.items
@@ -81,14 +121,14 @@ def labelled_split(dataset: Dataset, val_fraction: float, seed: int) -> Calibrat
     """
     train_part = dataset.select(split="train")
     if len(train_part.select(label=1)) == 0 or len(train_part.select(label=0)) == 0:
-        raise ValueError(
+        raise DataError(
             f"data set {dataset.name!r} needs good and defective images in its train split for a labelled detector"
         )
     val = dataset.select(split="val")
     if len(val.select(label=0)) > 0 and len(val.select(label=1)) > 0:
         return CalibrationSplit(train_part, val.select(label=0), val.select(label=1))
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     held: set[int] = set()
     items = train_part.items
@@ -99,7 +139,7 @@ def labelled_split(dataset: Dataset, val_fraction: float, seed: int) -> Calibrat
     fit = Dataset(dataset.name, tuple(item for i, item in enumerate(items) if i not in held))
     heldout = Dataset(dataset.name, tuple(item for i, item in enumerate(items) if i in held))
     if len(heldout.select(label=1)) == 0 or len(fit.select(label=1)) == 0:
-        raise ValueError(f"{len(train_part.select(label=1))} defective train images are too few to hold some out")
+        raise DataError(f"{len(train_part.select(label=1))} defective train images are too few to hold some out")
     return CalibrationSplit(fit, heldout.select(label=0), heldout.select(label=1))
 
 
@@ -117,49 +157,49 @@ class LazyMasks(Sequence["np.ndarray | None"]):
         return None if path is None else read_image(path)
 
 
-def labelled_images(data: Dataset) -> LabelledImages:
-    """A data set as the lazy labelled images that `Detector.fit_labelled` takes."""
-    return LabelledImages(
+def labelled_images(data: Dataset, validation: Dataset | None = None) -> TrainingSet:
+    """A data set as a lazy training set (images and masks read on use), with its validation part."""
+    return TrainingSet(
         LazyImages(data.paths), data.labels, [item.defect_class for item in data],
         LazyMasks([item.mask_path for item in data]),
+        None if validation is None else labelled_images(validation),
     )
+
+
+def training_set(learns_from: LearnsFrom, dataset: Dataset, split: CalibrationSplit) -> TrainingSet:
+    """What a detector that learns from `learns_from` is handed (see the module's docstring)."""
+    if learns_from is LearnsFrom.LABELLED:
+        return labelled_images(split.fit, Dataset(dataset.name, split.good.items + split.defective.items))
+    if learns_from is LearnsFrom.GOOD_AND_DEFECT_NAMES:
+        defects = dataset.select(split="train", label=1)
+        return labelled_images(Dataset(dataset.name, split.fit.items + defects.items))
+    return TrainingSet.good(LazyImages(split.fit.paths))
 
 
 def train(
-    dataset: Dataset,
-    out: Path,
-    detector_name: str = "patchcore",
-    options: dict[str, Any] | None = None,
-    policy: Policy = "overkill",
-    target: float = 0.05,
-    val_fraction: float = 0.15,
-    seed: int = 0,
-    model_version: str | None = None,
-    progress: ProgressFactory | None = None,
+    dataset: Dataset, out: Path, request: TrainRequest | None = None, progress: ProgressFactory | None = None
 ) -> TrainResult:
-    cls = detector_class(detector_name)
-    split = labelled_split(dataset, val_fraction, seed) if cls.uses_labels else calibration_split(
-        dataset, val_fraction, seed
-    )
-    detector = cls(**(options or {}))
+    """Fit the requested detector, calibrate it on held-out images, and write the model file to `out`."""
+    request = request or TrainRequest()
+    detector = request.build_detector()
+    labelled = detector.learns_from is LearnsFrom.LABELLED
+    split = (labelled_split if labelled else calibration_split)(dataset, request.val_fraction, request.seed)
+    if request.policy == "escape" and len(split.defective) == 0:
+        raise DataError("an escape-rate target needs labelled defective images (a val split or train defects)")
+    train_set = training_set(detector.learns_from, dataset, split)
     started = time.perf_counter()
-    if cls.uses_labels:
-        val = Dataset(dataset.name, split.good.items + split.defective.items)
-        detector.fit_labelled(labelled_images(split.fit), labelled_images(val), progress)
-    else:
-        fit_images = LazyImages(split.fit.paths)
-        detector.fit(fit_images, progress=progress("fit", len(fit_images)) if progress else None)
-    naming = _fit_defect_names(detector, dataset, progress) if cls.learns_defect_names else {}
+    detector.fit(train_set, progress)
     fit_seconds = time.perf_counter() - started
+    naming = {}
+    if detector.learns_from is LearnsFrom.GOOD_AND_DEFECT_NAMES:
+        naming = dict(sorted(Counter(train_set.defects().defect_classes).items()))
 
     good_scores = _scores(detector, split.good, progress, "calibrate on good")
-    if policy == "overkill":
-        calibration = calibrate_for_overkill(good_scores, target)
+    if request.policy == "overkill":
+        calibration = calibrate_for_overkill(good_scores, request.target)
     else:
-        if len(split.defective) == 0:
-            raise ValueError("an escape-rate target needs labelled defective images (a val split or train defects)")
         defective_scores = _scores(detector, split.defective, progress, "calibrate on defective")
-        calibration = calibrate_for_escape(good_scores, defective_scores, target)
+        calibration = calibrate_for_escape(good_scores, defective_scores, request.target)
     detector.calibration = calibration
 
     training = {
@@ -168,37 +208,23 @@ def train(
         "n_fit_images": len(split.fit),
         "n_fit_defective": len(split.fit.select(label=1)),
         "n_calibration_good": len(split.good),
-        "n_calibration_defective": len(split.defective) if policy == "escape" else 0,
+        "n_calibration_defective": len(split.defective) if request.policy == "escape" else 0,
         "calibration_fingerprint": split.good.fingerprint(),
         "fit_seconds": round(fit_seconds, 3),
-        "seed": seed,
+        "seed": request.seed,
     } | ({"naming_examples": naming} if naming else {})
-    digest = save_model(out, detector, training=training, model_version=model_version)
+    digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
 
 
-def _fit_defect_names(detector: Detector, dataset: Dataset, progress: ProgressFactory | None) -> dict[str, int]:
-    """Teach a good-only detector the train split's defect classes; returns the examples used per class."""
-    defects = dataset.select(split="train", label=1)
-    if len(defects) == 0:
-        return {}
-    advance = progress("learn defect names", 1) if progress else None
-    classes = [item.defect_class for item in defects]
-    detector.fit_defect_names(LazyImages(defects.paths), classes, LazyMasks([item.mask_path for item in defects]))
-    if advance:
-        advance(1)
-    return dict(sorted(Counter(classes).items()))
-
-
-def _scores(detector: Detector, data: Dataset, progress: ProgressFactory | None, step: str) -> np.ndarray:
+def _scores(detector: AnyDetector, data: Dataset, progress: ProgressFactory | None, step: str) -> np.ndarray:
     images = LazyImages(data.paths)
     advance = progress(step, len(images)) if progress else None
     scores = []
     batch = 32
     for start in range(0, len(images), batch):
         chunk = [images[i] for i in range(start, min(start + batch, len(images)))]
-        raw, _ = detector.score_images(chunk)
-        scores.append(raw)
+        scores.append(detector.score(chunk, MapSize.NONE).scores)
         if advance:
             advance(len(chunk))
     return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)

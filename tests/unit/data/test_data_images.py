@@ -32,6 +32,7 @@ from cellsight.data.images import (
     to_gray,
     to_rgb,
 )
+from cellsight.errors import DataError
 
 RNG = np.random.default_rng(7)
 Encoder = Callable[[np.ndarray], bytes]
@@ -495,5 +496,5 @@ def test_list_images_recursive_sorted_case_insensitive(tmp_path: Path) -> None:
     found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
     assert found == ["a/b.jpeg", "a/c.TIF", "b.png", "d.tiff", "z.BMP"]
     assert set(IMAGE_SUFFIXES) == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(DataError, match="nowhere"):
         list_images(tmp_path / "nowhere")

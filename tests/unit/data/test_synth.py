@@ -14,6 +14,7 @@ from cellsight.data import load_dataset, load_mvtec
 from cellsight.data.cellcode import make_cell_id, read_cell_id
 from cellsight.data.synth import STATIONS, render_cell, write_station_dataset
 from cellsight.data.synth.common import label_for
+from cellsight.errors import ConfigError
 
 CASES = [(station, kind) for station, classes in STATIONS.items() for kind in (None, *classes)]
 
@@ -117,7 +118,7 @@ def test_writer_is_reproducible_and_refuses_to_mix_runs(tmp_path: Path) -> None:
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(ConfigError, match="not empty"):
         write_station_dataset("electrode", tmp_path / "a", 2, 1, 1, seed=5)
     write_station_dataset("electrode", tmp_path / "a", 1, 1, 0, seed=6, overwrite=True)
     assert len(load_mvtec(a)) == 2

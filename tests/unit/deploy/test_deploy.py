@@ -18,6 +18,7 @@ import pytest
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.data import LazyImages, load_mvtec
 from cellsight.deploy import TOLERANCE, DeploymentError, export_deployment, load_deployment
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.features.onnx_backbone import export_onnx
 from cellsight.modelfile import load_model, save_model
@@ -28,8 +29,8 @@ def station(tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     dataset = load_mvtec(tiny_mvtec)
     train = dataset.select(split="train").paths
     detector = PatchCore(image_size=96, bank_size=512, batch_size=8, runtime="torch")
-    detector.fit(LazyImages(train[:30]))
-    good_scores, _ = detector.score_images(list(LazyImages(train[30:])))
+    detector.fit(TrainingSet.good(LazyImages(train[:30])))
+    good_scores = detector.score(list(LazyImages(train[30:]))).scores
     detector.calibration = calibrate_for_overkill(good_scores, 0.1)
     root = tmp_path_factory.mktemp("deploy")
     model = root / "station.safetensors"
@@ -101,8 +102,8 @@ def test_classical_models_have_nothing_to_export(tiny_mvtec: Path, tmp_path: Pat
 
     dataset = load_mvtec(tiny_mvtec)
     detector = detector_class("classical")(image_size=96)
-    detector.fit(LazyImages(dataset.select(split="train").paths[:10]))
+    detector.fit(TrainingSet.good(LazyImages(dataset.select(split="train").paths[:10])))
     detector.calibration = calibrate_for_overkill(np.linspace(0.1, 0.2, 10), 0.1)
     save_model(tmp_path / "c.safetensors", detector, training={})
-    with pytest.raises(DeploymentError, match="only patchcore"):
+    with pytest.raises(DeploymentError, match="classical has no neural backbone to export"):
         export_deployment(tmp_path / "c.safetensors", tmp_path / "out")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cellsight.calibration import calibrate_for_overkill
-from cellsight.detectors.base import make_predictions, name_flagged
+from cellsight.detectors.base import MapSize, TrainingSet
 from cellsight.detectors.naming import UNKNOWN, DefectNamer
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.modelfile import load_model, save_model
@@ -46,19 +46,34 @@ def defective(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarr
 def named() -> tuple[PatchCore, dict[str, list[np.ndarray]]]:
     """A detector fitted on goods, taught crack and spot from 6 examples each; held-out images per kind."""
     rng = np.random.default_rng(3)
-    detector = PatchCore(image_size=SIZE, bank_size=512, batch_size=8).fit([good(rng) for _ in range(20)])
-    detector.calibration = calibrate_for_overkill(detector.score_images([good(rng) for _ in range(10)])[0], 0.1)
+    goods = [good(rng) for _ in range(20)]
+    calibration_goods = [good(rng) for _ in range(10)]
     train = [defective(rng, kind) for kind in ("crack", "spot") for _ in range(6)]
     classes = ["crack"] * 6 + ["spot"] * 6
-    detector.fit_defect_names([image for image, _ in train], classes, [mask for _, mask in train])
+    train_set = TrainingSet(
+        goods + [image for image, _ in train], [0] * 20 + [1] * 12, ["good"] * 20 + classes,
+        [None] * 20 + [mask for _, mask in train],
+    )
+    detector = PatchCore(image_size=SIZE, bank_size=512, batch_size=8).fit(train_set)
+    detector.calibration = calibrate_for_overkill(detector.score(calibration_goods).scores, 0.1)
     held = {kind: [defective(rng, kind)[0] for _ in range(6)] for kind in ("crack", "spot", "bright")}
     return detector, held
 
 
-def names_of(detector: PatchCore, images: list[np.ndarray]) -> list[str]:
-    names = detector.name_defects(images, detector.score_images(images)[1])
+def names_of(detector: PatchCore, images: list[np.ndarray]) -> list[str | None]:
+    names = detector.score(images, MapSize.NONE, name_from=-np.inf).classes  # name every image
     assert names is not None
     return names
+
+
+def test_the_bank_is_learned_from_the_goods_alone(named: tuple[PatchCore, dict[str, list[np.ndarray]]]) -> None:
+    """Adding labelled defects to the training set names what is flagged; the bank and scores stay the same."""
+    detector, _ = named
+    rng = np.random.default_rng(3)
+    goods = TrainingSet.good([good(rng) for _ in range(20)])
+    plain = PatchCore(image_size=SIZE, bank_size=512, batch_size=8).fit(goods)
+    assert plain.namer is None and detector.memory_bank is not None
+    np.testing.assert_array_equal(plain.memory_bank, detector.memory_bank)
 
 
 def test_held_out_defects_get_their_class(named: tuple[PatchCore, dict[str, list[np.ndarray]]]) -> None:
@@ -97,7 +112,7 @@ def test_model_file_round_trip_names_identically(named: tuple[PatchCore, dict[st
     save_model(tmp_path / "m.safetensors", detector, training={})
     loaded = load_model(tmp_path / "m.safetensors").detector
     assert isinstance(loaded, PatchCore) and loaded.namer is not None
-    assert loaded.config()["defect_namer"] == detector.config()["defect_namer"]
+    assert loaded.config()["state"] == detector.config()["state"]
     assert names_of(loaded, images) == names_of(detector, images)
 
 
@@ -107,7 +122,7 @@ def test_model_file_without_a_namer_loads_and_says_anomaly(named: tuple[PatchCor
     detector, held = named
     namer, detector.namer = detector.namer, None
     try:
-        assert "defect_namer" not in detector.config()
+        assert "defect_namer" not in detector.fitted_config()
         assert not any(name.startswith("namer.") for name in detector.tensors())
         save_model(tmp_path / "old.safetensors", detector, training={})
     finally:
@@ -118,13 +133,14 @@ def test_model_file_without_a_namer_loads_and_says_anomaly(named: tuple[PatchCor
     assert prediction.verdict is Verdict.NG and prediction.defect_class == "anomaly"
 
 
-def test_name_flagged_leaves_ok_unnamed_and_detectors_that_cannot_name_alone() -> None:
-    detector = PatchCore()
-    calibration = calibrate_for_overkill(np.linspace(0.0, 1.0, 50), 0.1)
-    maps = [np.zeros((4, 4), np.float32)] * 2
-    predictions = make_predictions(calibration, np.array([0.0, 5.0]), maps, 1.0)
-    assert name_flagged(detector, [np.zeros((4, 4))] * 2, maps, predictions) == predictions  # no namer: unchanged
-    assert [p.defect_class for p in predictions] == [None, "anomaly"]
+def test_only_images_at_or_above_name_from_are_named(named: tuple[PatchCore, dict[str, list[np.ndarray]]]) -> None:
+    detector, held = named
+    images = [held["crack"][0], held["spot"][0]]
+    scores = detector.score(images, MapSize.NONE).scores
+    cut = float(scores.max())
+    classes = detector.score(images, MapSize.NONE, name_from=cut).classes
+    assert classes is not None and [c is None for c in classes] == [float(s) < cut for s in scores]
+    assert detector.score(images, MapSize.NONE).classes is None  # nothing asked, nothing named
 
 
 def test_namer_threshold_comes_from_leave_one_out() -> None:

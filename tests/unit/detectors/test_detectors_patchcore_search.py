@@ -3,7 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore, _build_index
+from cellsight.errors import ConfigError
 
 
 def test_hnsw_search_finds_the_exact_neighbour_for_almost_every_query() -> None:
@@ -17,12 +19,12 @@ def test_hnsw_search_finds_the_exact_neighbour_for_almost_every_query() -> None:
 
 
 def test_unknown_search_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="search must be one of"):
+    with pytest.raises(ConfigError, match="search: Input should be 'hnsw' or 'exact'"):
         PatchCore(search="annoy")
 
 
 def test_per_image_fraction_is_validated() -> None:
-    with pytest.raises(ValueError, match="per_image_fraction"):
+    with pytest.raises(ConfigError, match="per_image_fraction"):
         PatchCore(per_image_fraction=0.0)
 
 
@@ -45,5 +47,6 @@ def test_cuda_runtime_is_refused_without_a_gpu() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
-        PatchCore(runtime="cuda")
+    detector = PatchCore(runtime="cuda", image_size=32)  # settings are only stored: the runtime resolves in fit
+    with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
+        detector.fit(TrainingSet.good([np.zeros((32, 32), np.uint8)]))

@@ -1,4 +1,5 @@
-"""Supervised and hybrid detectors on tiny generated labelled data: learning, determinism, model file."""
+"""Supervised, hybrid and ensemble detectors on tiny generated labelled data: what each learns, its maps and
+names, and its settings. (Seed determinism and the model file's exact round trip: test_contract.py.)"""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import pytest
 import torch
 
 from cellsight.calibration import calibrate_for_overkill
-from cellsight.data import LazyImages
 from cellsight.data.manifest import load_manifest
 from cellsight.data.mvtec import load_mvtec
-from cellsight.detectors.base import LabelledImages
-from cellsight.detectors.ensemble import SupervisedEnsemble
-from cellsight.detectors.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
+from cellsight.detectors.base import LearnsFrom, MapSize, TrainingSet
 from cellsight.detectors.hybrid import Hybrid
 from cellsight.detectors.registry import detector_class
-from cellsight.detectors.supervised import Supervised, choose_device, fine_tune_mode
-from cellsight.detectors.training import warmup_cosine
+from cellsight.detectors.supervised import Supervised, SupervisedSettings, choose_device, fine_tune_mode
+from cellsight.detectors.supervised.ensemble import SupervisedEnsemble
+from cellsight.detectors.supervised.finetune import FLIPS, Augmentation, balanced_class_weights, flip_view
+from cellsight.detectors.supervised.training import warmup_cosine
+from cellsight.errors import ConfigError, DataError
 from cellsight.metrics import image_auroc
 from cellsight.modelfile import load_model, save_model
 from cellsight.workflows.train import labelled_images, labelled_split
@@ -27,33 +28,58 @@ from cellsight.workflows.train import labelled_images, labelled_split
 TINY = {"image_size": 64, "views": 2, "max_epochs": 3, "batch_size": 16, "lr": 3e-3}
 
 
-def _split(root: Path, masks: bool) -> tuple[LabelledImages, LabelledImages, LabelledImages]:
+def _split(root: Path, masks: bool) -> tuple[TrainingSet, TrainingSet]:
+    """The training set (with its held-out validation part) and the test set."""
     dataset = load_manifest(root / "manifest.csv") if masks else load_mvtec(root)
     split = labelled_split(dataset, 0.2, seed=0)
     val = type(dataset)(dataset.name, split.good.items + split.defective.items)
-    return labelled_images(split.fit), labelled_images(val), labelled_images(dataset.select(split="test"))
+    return labelled_images(split.fit, val), labelled_images(dataset.select(split="test"))
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_labelled: Path) -> tuple[Supervised, LabelledImages]:
-    train, val, test = _split(tiny_labelled, masks=True)
-    return Supervised(**TINY).fit_labelled(train, val), test
+def fitted(tiny_labelled: Path) -> tuple[Supervised, TrainingSet]:
+    train, test = _split(tiny_labelled, masks=True)
+    return Supervised(**TINY).fit(train), test
 
 
-def test_registered_and_uses_labels() -> None:
+def test_registered_and_learns_from_labels() -> None:
     assert detector_class("supervised") is Supervised
-    assert Supervised.uses_labels and Hybrid.uses_labels
-    assert not detector_class("patchcore").uses_labels
+    assert Supervised.learns_from is Hybrid.learns_from is SupervisedEnsemble.learns_from is LearnsFrom.LABELLED
+    assert detector_class("patchcore").learns_from is LearnsFrom.GOOD_AND_DEFECT_NAMES
 
 
-def test_learns_the_tiny_task(fitted: tuple[Supervised, LabelledImages]) -> None:
+def test_learns_the_tiny_task(fitted: tuple[Supervised, TrainingSet]) -> None:
     detector, test = fitted
-    scores, maps = detector.score_images(test.images)
-    assert image_auroc(list(test.labels), scores) >= 0.9
-    assert all(m.shape == image.shape[:2] for m, image in zip(maps, test.images, strict=True))
+    out = detector.score(test.images)
+    assert image_auroc(list(test.labels), out.scores) >= 0.9
+    assert out.maps is not None
+    assert all(m.shape == image.shape[:2] for m, image in zip(out.maps, test.images, strict=True))
+    working = detector.score(test.images, MapSize.WORKING).maps
+    assert detector.net is not None
+    net_map = detector.net.top(detector.net.trunk(torch.zeros(1, 3, 64, 64))).map
+    assert working is not None and working[0].shape == tuple(net_map.shape[-2:])  # the net's own map resolution
 
 
-def test_masks_train_a_segmentation_head(fitted: tuple[Supervised, LabelledImages]) -> None:
+def test_ng_predictions_are_named_by_the_class_head(fitted: tuple[Supervised, TrainingSet]) -> None:
+    detector, test = fitted
+    scores = detector.score(test.images, MapSize.NONE).scores
+    detector.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
+    predictions = detector.predict(test.images)
+    flagged = [p for p in predictions if p.verdict == "NG"]
+    assert flagged and {p.defect_class for p in flagged} <= {"crack", "spot"}
+    assert all(p.defect_class is None for p in predictions if p.verdict == "OK")
+
+
+def test_fit_resolves_the_mode_and_stores_what_it_used(fitted: tuple[Supervised, TrainingSet]) -> None:
+    """`__init__` only stores the settings; `fit` decides "auto" for the device and keeps the resolved copy."""
+    assert SupervisedSettings().fine_tune == "auto" and Supervised().settings.frozen_blocks is None
+    detector, _ = fitted
+    assert (detector.settings.fine_tune, detector.settings.frozen_blocks) == ("top", 6)  # the CPU's choice
+    stored = detector.config()["settings"]
+    assert isinstance(stored, dict) and stored["fine_tune"] == "top" and "device" not in stored
+
+
+def test_masks_train_a_segmentation_head(fitted: tuple[Supervised, TrainingSet]) -> None:
     detector, _ = fitted
     assert detector.segmentation and detector.net is not None and detector.net.seg_head is not None
     mid = detector.net.trunk(torch.zeros(2, 3, 64, 64))
@@ -62,46 +88,21 @@ def test_masks_train_a_segmentation_head(fitted: tuple[Supervised, LabelledImage
     assert detector.defect_classes == ["crack", "spot"]
 
 
-def test_deterministic_with_a_seed(tiny_labelled: Path, fitted: tuple[Supervised, LabelledImages]) -> None:
-    train, val, test = _split(tiny_labelled, masks=True)
-    again = Supervised(**TINY).fit_labelled(train, val)
-    np.testing.assert_array_equal(again.score_images(test.images)[0], fitted[0].score_images(test.images)[0])
-
-
-def test_model_file_round_trip_gives_identical_scores(
-    fitted: tuple[Supervised, LabelledImages], tmp_path: Path
-) -> None:
-    detector, test = fitted
-    scores, _ = detector.score_images(test.images)
-    detector.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
-    save_model(tmp_path / "m.safetensors", detector, training={})
-    loaded = load_model(tmp_path / "m.safetensors").detector
-    assert isinstance(loaded, Supervised)
-    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
-    predictions = loaded.predict(test.images)
-    assert {p.defect_class for p in predictions if p.verdict == "NG"} <= {"crack", "spot"}
-
-
-def test_test_time_flips_average_the_logits(fitted: tuple[Supervised, LabelledImages]) -> None:
+def test_test_time_flips_average_the_logits(fitted: tuple[Supervised, TrainingSet]) -> None:
     detector, test = fitted
     images = list(test.images[:4])
-    tta = detector.tta
+    settings = detector.settings
+    assert settings.tta
     try:
-        detector.tta = False
-        views = [detector.score_images([flip_view(im, v) for im in images])[0] for v in range(len(FLIPS))]
-        detector.tta = True
-        scores, maps = detector.score_images(images)
+        detector.settings = settings.model_copy(update={"tta": False})
+        views = [detector.score([flip_view(im, v) for im in images]).scores for v in range(len(FLIPS))]
     finally:
-        detector.tta = tta
+        detector.settings = settings
+    scores = detector.score(images).scores
     np.testing.assert_allclose(scores, np.mean(views, axis=0), rtol=1e-4, atol=1e-4)
-    assert maps[0].shape == images[0].shape[:2]
-    # The cached path (benchmarks) agrees with score_images.
-    detector.tta = True
-    try:
-        encoded = detector.encode_tta(LabelledImages(images, [0] * 4, [""] * 4, [None] * 4))
-        np.testing.assert_allclose(detector.score_encoded(encoded, all_views=True), scores, rtol=1e-4, atol=1e-4)
-    finally:
-        detector.tta = tta
+    # The cached path (benchmarks) agrees with score.
+    encoded = detector.encode_tta(TrainingSet.good(images))
+    np.testing.assert_allclose(detector.score_encoded(encoded, all_views=True), scores, rtol=1e-4, atol=1e-4)
 
 
 def test_flip_views_invert_themselves() -> None:
@@ -118,14 +119,16 @@ def test_warmup_then_cosine_schedule() -> None:
     assert all(factor(s) >= factor(s + 1) for s in range(10, 100))
 
 
-def test_model_files_from_before_tta_load_with_their_settings(fitted: tuple[Supervised, LabelledImages]) -> None:
+def test_model_files_from_before_tta_load_with_their_settings(fitted: tuple[Supervised, TrainingSet]) -> None:
+    """An old file: one flat config, without the settings added since (they get the values it had)."""
     detector, _ = fitted
-    config = {k: v for k, v in detector.config().items() if k not in ("tta", "label_smoothing", "warmup_epochs")}
-    loaded = Supervised.from_state(config, detector.tensors())
-    assert loaded.tta is False and loaded.label_smoothing == 0.0
+    state, settings = detector.fitted_config(), detector.settings.to_json()
+    old = {**state, **{k: v for k, v in settings.items() if k not in ("tta", "label_smoothing", "warmup_epochs")}}
+    loaded = Supervised.from_state(old, detector.tensors())
+    assert loaded.settings.tta is False and loaded.settings.label_smoothing == 0.0
 
 
-def test_tensors_are_saved_on_the_cpu(fitted: tuple[Supervised, LabelledImages]) -> None:
+def test_tensors_are_saved_on_the_cpu(fitted: tuple[Supervised, TrainingSet]) -> None:
     detector, _ = fitted
     assert all(t.device.type == "cpu" for t in detector.tensors().values())
 
@@ -158,20 +161,29 @@ def test_augmentation_moves_mask_with_image() -> None:
         assert marked.sum() >= 9 and (moved != marked).sum() <= 8
 
 
-def test_good_only_fit_is_refused() -> None:
-    with pytest.raises(ValueError, match="labelled"):
-        Supervised(**TINY).fit(LazyImages([]))
+def test_good_only_or_unvalidated_fit_is_refused(tiny_labelled: Path) -> None:
+    goods = [np.zeros((64, 64), np.uint8)] * 4
+    with pytest.raises(DataError, match="both good and defective"):
+        Supervised(**TINY).fit(TrainingSet.good(goods))
+    train, _ = _split(tiny_labelled, masks=True)
+    unvalidated = TrainingSet(train.images, train.labels, train.defect_classes, train.masks)
+    with pytest.raises(DataError, match="validation set"):
+        Supervised(**TINY).fit(unvalidated)
 
 
 def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
     """Also: without masks (MVTec layout, train masks unknown) the supervised map is the class activation map."""
-    train, val, test = _split(tiny_labelled, masks=False)
+    train, test = _split(tiny_labelled, masks=False)
     hybrid = Hybrid(
         patchcore={"image_size": 64, "bank_size": 128, "search": "exact"}, supervised={**TINY, "max_epochs": 2}
-    ).fit_labelled(train, val)
-    scores, maps = hybrid.score_images(test.images)
+    ).fit(train)
+    assert hybrid.settings.patchcore.seed == hybrid.settings.supervised.seed == 0  # parts take the hybrid's seed
+    out = hybrid.score(test.images)
+    scores, maps = out.scores, out.maps
     assert image_auroc(list(test.labels), scores) >= 0.9
-    assert maps[0].shape == test.images[0].shape[:2]
+    assert maps is not None and maps[0].shape == test.images[0].shape[:2]
+    working = hybrid.score(test.images[:2], MapSize.WORKING).maps
+    assert working is not None and working[0].shape == (64, 64)  # PatchCore's working size
     hybrid.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
     flagged = [p for p in hybrid.predict(test.images) if p.verdict == "NG"]
     assert flagged and {p.defect_class for p in flagged} <= {"crack", "spot"}  # the supervised part names them
@@ -180,10 +192,9 @@ def test_hybrid_combines_and_round_trips(tiny_labelled: Path, tmp_path: Path) ->
     out = net.top(net.trunk(torch.rand(1, 3, 64, 64)))
     # The map's spatial mean is the logit: score and map share one scale.
     assert torch.allclose(out.map.mean(), out.logit[0], atol=1e-4)
-    hybrid.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
     save_model(tmp_path / "h.safetensors", hybrid, training={})
     loaded = load_model(tmp_path / "h.safetensors").detector
-    np.testing.assert_allclose(loaded.score_images(test.images)[0], scores, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(loaded.score(test.images).scores, scores)
 
 
 def test_end_to_end_fine_tuning_learns_and_round_trips(
@@ -191,35 +202,37 @@ def test_end_to_end_fine_tuning_learns_and_round_trips(
 ) -> None:
     """fine_tune="full" (the GPU default) trains the whole net on freshly augmented images; its model file
     loads and scores like any other, and a seed gives the same model on the CPU."""
-    train, val, test = _split(tiny_labelled, masks=True)
+    train, test = _split(tiny_labelled, masks=True)
     settings = {**TINY, "fine_tune": "full", "max_epochs": 4, "device": "cpu"}
     with caplog.at_level(logging.WARNING, logger="cellsight.detectors.supervised"):
-        detector = Supervised(**settings).fit_labelled(train, val)
+        detector = Supervised(**settings).fit(train)
     assert "fine_tune=top trains in minutes" in caplog.text  # the CPU user is told what full costs
-    assert detector.fine_tune == "full" and detector.frozen_blocks == 1
+    assert detector.settings.fine_tune == "full" and detector.settings.frozen_blocks == 1
     assert detector.net is not None and detector.net.seg_head is not None
     trained = [n for n, p in detector.net.named_parameters() if p.requires_grad]
     assert any(n.startswith("backbone.blocks.1.") for n in trained)
-    scores, _ = detector.score_images(test.images)
+    scores = detector.score(test.images).scores
     assert image_auroc(list(test.labels), scores) >= 0.9
     prepared = detector.prepare(test)
     np.testing.assert_allclose(detector.score_prepared(prepared), scores, rtol=1e-4, atol=1e-4)
-    again = Supervised(**settings).fit_labelled(train, val)
-    np.testing.assert_array_equal(again.score_images(test.images)[0], scores)
+    again = Supervised(**settings).fit(train)
+    np.testing.assert_array_equal(again.score(test.images).scores, scores)
     detector.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
     save_model(tmp_path / "full.safetensors", detector, training={})
     loaded = load_model(tmp_path / "full.safetensors").detector
-    assert isinstance(loaded, Supervised) and loaded.fine_tune == "full" and loaded.frozen_blocks == 1
-    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
+    assert isinstance(loaded, Supervised)
+    assert loaded.settings.fine_tune == "full" and loaded.settings.frozen_blocks == 1
+    np.testing.assert_array_equal(loaded.score(test.images).scores, scores)
 
 
 def test_fine_tune_mode_follows_the_device() -> None:
     assert fine_tune_mode("auto", torch.device("cpu")) == "top"
     assert fine_tune_mode("auto", torch.device("cuda")) == "full"
     assert fine_tune_mode("full", torch.device("cpu")) == "full"
-    assert Supervised(device="cpu").frozen_blocks == 6
-    with pytest.raises(ValueError, match="fine_tune"):
-        fine_tune_mode("all", torch.device("cpu"))
+    assert SupervisedSettings().resolved(torch.device("cpu")).frozen_blocks == 6
+    assert SupervisedSettings().resolved(torch.device("cuda")).frozen_blocks == 1
+    with pytest.raises(ConfigError, match="fine_tune"):
+        Supervised(fine_tune="all")
 
 
 def test_batch_augmentation_moves_mask_with_image_and_keeps_flips_exact() -> None:
@@ -245,25 +258,26 @@ def test_batch_augmentation_moves_mask_with_image_and_keeps_flips_exact() -> Non
 
 
 def test_ensemble_is_the_mean_of_its_members_and_round_trips(tiny_labelled: Path, tmp_path: Path) -> None:
-    train, val, test = _split(tiny_labelled, masks=True)
-    ensemble = SupervisedEnsemble(members=2, supervised=TINY).fit_labelled(train, val)
-    assert [m.seed for m in ensemble.members] == [0, 1]
-    scores, maps = ensemble.score_images(test.images)
-    member_scores = [m.score_images(test.images)[0] for m in ensemble.members]
+    train, test = _split(tiny_labelled, masks=True)
+    ensemble = SupervisedEnsemble(members=2, supervised=TINY).fit(train)
+    assert [m.settings.seed for m in ensemble.members] == [0, 1]
+    out = ensemble.score(test.images)
+    scores, maps = out.scores, out.maps
+    member_scores = [m.score(test.images).scores for m in ensemble.members]
     np.testing.assert_allclose(scores, np.mean(member_scores, axis=0), rtol=1e-6, atol=1e-6)
     assert image_auroc(list(test.labels), scores) >= 0.9
-    assert maps[0].shape == test.images[0].shape[:2]
+    assert maps is not None and maps[0].shape == test.images[0].shape[:2]
     ensemble.calibration = calibrate_for_overkill(scores[np.asarray(test.labels) == 0], 0.1)
     save_model(tmp_path / "ensemble.safetensors", ensemble, training={})
     loaded = load_model(tmp_path / "ensemble.safetensors").detector
     assert isinstance(loaded, SupervisedEnsemble) and len(loaded.members) == 2
-    np.testing.assert_array_equal(loaded.score_images(test.images)[0], scores)
+    np.testing.assert_array_equal(loaded.score(test.images).scores, scores)
     flagged = [p for p in loaded.predict(test.images) if p.verdict == "NG"]
     assert flagged and {p.defect_class for p in flagged} <= {"crack", "spot"}
     # Members trained apart join as they are; members that disagree on the classes are refused.
     joined = SupervisedEnsemble.from_members(ensemble.members)
-    np.testing.assert_array_equal(joined.score_images(test.images)[0], scores)
+    np.testing.assert_array_equal(joined.score(test.images).scores, scores)
     other = Supervised(**TINY)
     other.build(["scratch"], segmentation=False)
-    with pytest.raises(ValueError, match="same defect classes"):
+    with pytest.raises(ConfigError, match="same defect classes"):
         SupervisedEnsemble.from_members([ensemble.members[0], other])

@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.detectors.tiling import TileGrid, feather_weights, tile_origins
+from cellsight.errors import ConfigError
 
 TILE, OVERLAP = 256, 32
 
@@ -56,13 +58,14 @@ DEFECTS = [
 def scored() -> tuple[PatchCore, list[np.ndarray], np.ndarray]:
     rng = np.random.default_rng(0)
     detector = PatchCore(tile_size=TILE, tile_overlap=OVERLAP, bank_size=1024, per_image_fraction=0.05)
-    detector.fit([_web(rng) for _ in range(2)])
+    detector.fit(TrainingSet.good([_web(rng) for _ in range(2)]))
     good = [_web(rng)]
     defective = _web(rng)
     for x, y in DEFECTS:
         cv2.circle(defective, (x, y), 6, 30, -1)
-    scores, maps = detector.score_images([*good, defective])
-    return detector, maps, scores
+    out = detector.score([*good, defective])
+    assert out.maps is not None
+    return detector, out.maps, out.scores
 
 
 def test_defects_on_tile_borders_and_corners_are_found(
@@ -99,9 +102,9 @@ def test_stitching_leaves_no_seams_on_a_good_web(scored: tuple[PatchCore, list[n
 
 def test_tiling_settings_are_validated_and_stored(scored: tuple[PatchCore, list[np.ndarray], np.ndarray]) -> None:
     detector, _, _ = scored
-    with pytest.raises(ValueError, match="tile_overlap"):
+    with pytest.raises(ConfigError, match="tile_overlap"):
         PatchCore(tile_size=64, tile_overlap=32)
-    config = detector.config()
-    assert (config["tile_size"], config["tile_overlap"], config["features"]["image_size"]) == (TILE, OVERLAP, TILE)
-    rebuilt = PatchCore.from_state(config, detector.tensors())
-    assert rebuilt.tile_size == TILE and rebuilt.features.image_size == TILE
+    settings = detector.config()["settings"]
+    assert isinstance(settings, dict) and (settings["tile_size"], settings["tile_overlap"]) == (TILE, OVERLAP)
+    rebuilt = PatchCore.from_state(detector.config(), detector.tensors())
+    assert rebuilt.settings.tile_size == TILE and rebuilt.features.image_size == TILE

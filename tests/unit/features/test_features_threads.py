@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
 from cellsight.features.extractor import PatchFeatureExtractor
 from cellsight.features.threads import gpu_workers, map_images
@@ -21,11 +22,12 @@ def test_threaded_patchcore_scores_equal_the_serial_ones(monkeypatch: pytest.Mon
     rng = np.random.default_rng(0)
     goods = [(rng.random((80, 72)) * 60 + 100).astype(np.uint8) for _ in range(6)]
     tests = [image.copy() for image in goods[:3]] + [(rng.random((90, 70)) * 255).astype(np.uint8)]
-    detector = PatchCore(image_size=64, bank_size=64, search="exact", runtime="torch").fit(goods)
-    serial_scores, serial_maps = detector.score_images(tests)
+    detector = PatchCore(image_size=64, bank_size=64, search="exact", runtime="torch").fit(TrainingSet.good(goods))
+    serial = detector.score(tests)
     monkeypatch.setattr(PatchFeatureExtractor, "workers", property(lambda self: 4))
-    threaded_scores, threaded_maps = detector.score_images(tests)
-    np.testing.assert_array_equal(threaded_scores, serial_scores)
-    for a, b in zip(threaded_maps, serial_maps, strict=True):
+    threaded = detector.score(tests)
+    assert serial.maps is not None and threaded.maps is not None
+    np.testing.assert_array_equal(threaded.scores, serial.scores)
+    for a, b in zip(threaded.maps, serial.maps, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert threaded_maps[-1].shape == (90, 70)
+    assert threaded.maps[-1].shape == (90, 70)

@@ -13,6 +13,7 @@ from plotly.offline import get_plotlyjs
 
 from cellsight.calibration import calibrate_for_overkill
 from cellsight.metrics import EvaluationReport, build_report, pick_examples
+from cellsight.reporting import write_evaluation_html
 from cellsight.types import Prediction, Verdict
 
 REQUIRED_KEYS = {
@@ -95,7 +96,7 @@ def test_json_without_masks_omits_pixel_metrics_and_nan_becomes_null() -> None:
 
 def test_html_is_self_contained_and_shows_the_numbers(tmp_path: Path) -> None:
     report = synthetic_report()
-    text = report.write_html(tmp_path / "eval.html").read_text(encoding="utf-8")
+    text = write_evaluation_html(report, tmp_path / "eval.html").read_text(encoding="utf-8")
     plotly_js = get_plotlyjs()
     assert text.count(plotly_js[:500]) == 1  # embedded exactly once
     assert not re.search(r"<script[^>]*\bsrc\s*=", text, flags=re.IGNORECASE)

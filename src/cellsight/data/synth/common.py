@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from cellsight.data.cellcode import QUIET_MODULES, render_code
+from cellsight.errors import ConfigError
 
 MIN_SIZE = 128
 MAX_SIZE = 2048
@@ -32,7 +33,7 @@ def rng_for(seed: int, *parts: str) -> np.random.Generator:
 
 def check_size(size: int) -> None:
     if not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
+        raise ConfigError(f"size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {size}")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import numpy as np
 from cellsight.data.cellcode import make_cell_id
 from cellsight.data.dataset import GOOD
 from cellsight.data.mvtec import GROUND_TRUTH, MASK_SUFFIX
+from cellsight.data.synth.render import check_station, render_cell
+from cellsight.errors import ConfigError, DataError
 
 _FIRST_DAY = date(2026, 1, 5)  # IDs must not depend on the day the set is written
 _SEEDS_PER_SET = 1_000_000
@@ -33,20 +35,18 @@ def write_station_dataset(station: str, root: Path, n_train: int, n_test_good: i
     `overwrite`: stale images from a larger earlier run would silently join the new set.
     Returns the station folder.
     """
-    from cellsight.data.synth import check_station, render_cell
-
     classes = check_station(station)
     counts = (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect),
               ("n_train_per_defect", n_train_per_defect))
     for name, count in counts:
         if count < 0:
-            raise ValueError(f"{name} must be >= 0, got {count}")
+            raise ConfigError(f"{name} must be >= 0, got {count}")
     if n_train + n_test_good == 0:
-        raise ValueError("n_train + n_test_good must be > 0: a data set needs good images")
+        raise ConfigError("n_train + n_test_good must be > 0: a data set needs good images")
     folder = Path(root) / station
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{folder}: exists and is not empty; pass overwrite to replace it")
+            raise ConfigError(f"{folder}: exists and is not empty; pass overwrite to replace it")
         shutil.rmtree(folder)
     plan = [("train", GOOD, i) for i in range(n_train)] + [("test", GOOD, i) for i in range(n_test_good)]
     plan += [("test", kind, i) for kind in classes for i in range(n_test_per_defect)]
@@ -75,4 +75,4 @@ def _write_png(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     if not cv2.imwrite(str(path), pixels):
-        raise OSError(f"{path}: could not write image")
+        raise DataError(f"{path}: could not write image")

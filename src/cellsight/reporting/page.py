@@ -1,25 +1,27 @@
 """Pieces shared by every self-contained HTML report (evaluation, line quality).
 
-plotly.js is embedded in the page itself, never loaded from a CDN: inspection PCs are often offline.
+plotly.js is embedded in the page itself, never loaded from a CDN: inspection PCs are often offline. The
+style sheets are package data (`reporting/static/*.css`), read once and inlined into each page.
 """
 
 from __future__ import annotations
 
 import html
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1200px;
- color:#1d2430;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #d0d5dd;
- padding-bottom:4px}.sub{color:#5a6473;margin-top:0}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #d0d5dd;padding:5px 10px;text-align:left}
-th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.bad{background:#fde8e8}td.ok{background:#e8f6ec}
-"""
+
+@cache
+def stylesheet(name: str) -> str:
+    """A style sheet shipped in `cellsight/reporting/static/`, to inline into a self-contained page."""
+    return resources.files("cellsight.reporting").joinpath("static", name).read_text(encoding="utf-8")
+
+
+PAGE_CSS = stylesheet("page.css")
 """The look every report shares (page, headings, tables); each report appends its own rules."""
 
 

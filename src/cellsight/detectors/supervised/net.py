@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellsight.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class NetOutput:
@@ -33,7 +35,7 @@ class SupervisedNet(nn.Module):
         timm_model: Any = backbone  # timm's EfficientNet: attributes mypy cannot see through nn.Module
         blocks = timm_model.blocks
         if not 1 <= frozen_blocks < len(blocks):
-            raise ValueError(f"frozen_blocks must be in [1, {len(blocks) - 1}], got {frozen_blocks}")
+            raise ConfigError(f"frozen_blocks must be in [1, {len(blocks) - 1}], got {frozen_blocks}")
         self.backbone = backbone
         self.frozen_blocks = frozen_blocks
         mid_channels = _out_channels(blocks[frozen_blocks - 1])
@@ -94,7 +96,7 @@ def build_backbone(name: str, state: dict[str, torch.Tensor] | None) -> nn.Modul
         wanted = model.state_dict().keys()
         model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
     if not hasattr(model, "blocks") or not hasattr(model, "conv_head"):
-        raise ValueError(f"supervised needs an EfficientNet/MobileNet-style timm model, {name!r} is not one")
+        raise ConfigError(f"supervised needs an EfficientNet/MobileNet-style timm model, {name!r} is not one")
     return model
 
 

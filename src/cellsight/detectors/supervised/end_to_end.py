@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cellsight.detectors.base import LabelledImages, ProgressCallback
-from cellsight.detectors.finetune import prepare_image, prepare_mask
+from cellsight.detectors.base import ProgressCallback, TrainingSet
+from cellsight.detectors.supervised.finetune import prepare_image, prepare_mask
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,13 @@ class PreparedImages:
 
 
 def prepare_images(
-    data: LabelledImages,
+    data: TrainingSet,
     class_index: Sequence[int],
     size: int,
     channels: int,
     progress: ProgressCallback | None = None,
 ) -> PreparedImages:
-    """Read, convert and resize every image (and mask) once, as `Supervised.score_and_name` does before scoring."""
+    """Read, convert and resize every image (and mask) once, as `Supervised.score` does before scoring."""
     n = len(data)
     images = torch.empty((n, channels, size, size), dtype=torch.float32)
     masks = torch.zeros((n, 1, size, size), dtype=torch.float32)

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellsight.detectors.base import ProgressFactory
-from cellsight.detectors.end_to_end import batches
-from cellsight.detectors.finetune import balanced_class_weights
+from cellsight.detectors.supervised.end_to_end import batches
+from cellsight.detectors.supervised.finetune import balanced_class_weights
+from cellsight.errors import DataError
 
 BatchLoss = Callable[[torch.Tensor], torch.Tensor]
 
@@ -67,7 +68,7 @@ def train_epochs(
     `lr * backbone_lr_factor`, the others (the heads) at `lr`; frozen parameters are left out.
     """
     if len(val_labels) == 0 or len(set(val_labels.tolist())) < 2:
-        raise ValueError("early stopping needs good and defective images in the validation split")
+        raise DataError("early stopping needs good and defective images in the validation split")
     s = settings
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
