@@ -47,8 +47,12 @@ def _line(folder: Path, models: dict[str, Path], database: str) -> Path:
         for i, (s, m) in enumerate(models.items())
     )
     path = folder / "line.yaml"
+    costs = "\n".join(f"    {s}: {{value_added: {2 + i}, energy_kwh: {1 + i}, defect_rate: 0.25}}"
+                      for i, s in enumerate(models))
     path.write_text(f"line: demo-small\ndatabase: {database}\noutput_dir: out\non_ng: inspect_all\n"
-                    f"cells: 24\nstations:\n{stations}\n")
+                    f"cells: 24\naudit: {{share: 0.5, rejected_share: 1.0}}\nstations:\n{stations}\n"
+                    f"costs:\n  co2e_kg_per_kwh: 0.4\n  escape: 50\n  review: 0.5\n"
+                    f"  end_of_line: {{value_added: 10, energy_kwh: 6}}\n  stations:\n{costs}\n")
     return path
 
 
@@ -78,3 +82,31 @@ def test_the_demo_line_runs_end_to_end(tmp_path: Path, station_models: dict[str,
     assert all(r.model_hash and r.model_version for r in inspections)
     figures = json.loads(report_json.read_text())
     assert figures["final"]["cells"] == 24 and [s["station"] for s in figures["stations"]] == list(STATIONS)
+
+    # truth: the synthetic source's class with every inspection, audit truth for every sampled cell
+    with TraceStore.open(database_url) as store:
+        truths = store.truths(run_info.id)
+    synthetic = [t for t in truths if t.source.value == "synthetic"]
+    assert len(synthetic) == len(inspections)
+    audited = {c.sequence for c in cells if c.audit}
+    assert audited and {t.sequence for t in truths if t.source.value == "audit"} == audited
+    truth = figures["truth"]
+    assert truth["line"]["with_truth"] == 24 and truth["currency"] == "EUR"
+    confusion = truth["line"]["confusion"]
+    assert sum(confusion["good"]) + sum(confusion["defective"]) == 24
+    assert truth["run_costs"]["cells"] == 24 and truth["per_day"] and truth["per_shift"]
+    assert "Against truth" in report.stdout and "Cost of quality and energy (EUR)" in report.stdout
+
+
+def test_calibrate_chooses_the_least_cost_threshold(tmp_path: Path, station_models: dict[str, Path]) -> None:
+    config = _line(tmp_path, station_models, f"sqlite:///{tmp_path / 'trace.db'}")
+    data = station_models["weld"].parent / "synth" / "weld"
+    out = tmp_path / "weld-cost.safetensors"
+    done = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config, "--station", "weld",
+               "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "least expected" in done.stdout and "overkill" in done.stdout
+    info = json.loads(cli("info", out).stdout)
+    assert info["calibration"]["policy"] == "cost" and info["calibration"]["target"] == 0.25
+    missing = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config)
+    assert missing.returncode == 2 and "name the station" in missing.stderr + missing.stdout

@@ -36,7 +36,7 @@ import numpy as np
 
 from cellsight.errors import ConfigError, DataError
 
-POLICIES = ("overkill", "escape")
+POLICIES = ("overkill", "escape", "cost")  # cost: target is the defect rate assumed (calibration/cost.py)
 _HIGH_SPREAD = 2.0
 _BELOW_HALF = float(np.nextafter(0.5, 0.0))
 _BELOW_HALF_32 = np.nextafter(np.float32(0.5), np.float32(0.0))

@@ -18,6 +18,7 @@ from cellsight.line.config import LineConfig, LineConfigError, load_line_config
 from cellsight.line.quality import genealogy, line_quality
 from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
 from cellsight.line.runtime import LineProgress, LineRuntime, LineSummary
+from cellsight.line.truth_report import print_truth_costs, run_truth_costs, truth_costs_html
 from cellsight.storage.records import Disposition
 from cellsight.storage.store import TraceStore
 
@@ -74,15 +75,18 @@ def report(
             raise fail(f"{line_config.database}: no run of line {line_config.line!r} recorded yet")
         quality = line_quality(store.inspections(run.id), store.cells(run.id), run.stations, subgroup_size=subgroup)
         cell_genealogy = genealogy(cell, store.inspections(cell_id=cell), store.cells(cell_id=cell)) if cell else None
+        truth = run_truth_costs(store, line_config, run.id)
     console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
     print_quality(quality, console)
+    print_truth_costs(truth, console)
     if cell_genealogy is not None:
         print_genealogy(cell_genealogy, console)
     if html is not None:
-        write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}")
+        write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}",
+                           extra_html=truth_costs_html(truth))
         console.print(f"HTML report: {html}")
     if json_out is not None:
-        write_quality_json(quality, json_out, genealogy=cell_genealogy)
+        write_quality_json(quality, json_out, genealogy=cell_genealogy, extra={"truth": truth.to_json_dict()})
         console.print(f"JSON figures: {json_out}")
 
 

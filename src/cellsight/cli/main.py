@@ -14,6 +14,7 @@ from pydantic import JsonValue
 from rich.table import Table
 
 from cellsight import __version__
+from cellsight.calibration.cost_model import CostTerms
 from cellsight.cli.dataset import dataset_app
 from cellsight.cli.errors import user_errors
 from cellsight.cli.line import line_app
@@ -70,6 +71,13 @@ def train(
         list[str] | None,
         typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable); a wrong key lists them."),
     ] = None,
+    costs: Annotated[
+        Path | None, typer.Option(help="Cost model (YAML, or a line configuration with costs:): least-cost threshold.")
+    ] = None,
+    station: Annotated[str | None, typer.Option(help="The station whose costs apply (with --costs).")] = None,
+    defect_rate: Annotated[
+        float | None, typer.Option(help="Share of defective cells the station sees (with --costs; else the file's).")
+    ] = None,
 ) -> None:
     """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
@@ -82,10 +90,13 @@ def train(
         options["backbone"] = backbone
     if image_size is not None:
         options["image_size"] = image_size
+    terms = _cost_terms(costs, station, defect_rate) if costs is not None else None
+    if terms is not None and escape is not None:
+        raise ConfigError("--costs and --escape both set the threshold: choose one")
+    policy = "cost" if terms is not None else "escape" if escape is not None else "overkill"
     request = TrainRequest.with_options(
-        detector, options, policy="escape" if escape is not None else "overkill",
-        target=escape if escape is not None else overkill, val_fraction=val_fraction, seed=seed,
-        model_version=model_version,
+        detector, options, policy=policy, target=escape if escape is not None else overkill,
+        val_fraction=val_fraction, seed=seed, model_version=model_version, costs=terms,
     )
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
@@ -93,14 +104,62 @@ def train(
         result = run_train(dataset, out, request, bars)
     cal = result.calibration
     what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
+    goal = "the least expected cost" if cal.policy == "cost" else f"{cal.policy} {cal.target:.1%}"
     console.print(
         f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
-        f"{cal.policy} {cal.target:.1%} on {cal.n_good} good / {cal.n_defective} defective held-out images"
+        f"{goal} on {cal.n_good} good / {cal.n_defective} defective held-out images"
     )
     if result.naming_examples:
         per_class = ", ".join(f"{name} {count}" for name, count in result.naming_examples.items())
         console.print(f"learned defect names from labelled train defects: {per_class}")
     console.print(f"wrote {out} (sha256 {result.content_hash[:16]})")
+
+
+def _cost_terms(path: Path, station: str | None, defect_rate: float | None) -> CostTerms:
+    from cellsight.calibration.cost_model import load_costs, station_terms
+
+    return station_terms(load_costs(path), station, defect_rate, where=str(path))[1]
+
+
+@app.command()
+@user_errors
+def calibrate(
+    model: Annotated[Path, typer.Option(help="Model file written by `cellsight train`.")],
+    data: Annotated[str, typer.Option(help="The data set it was trained on (or one with a val/test split).")],
+    costs: Annotated[Path, typer.Option(help="Cost model (YAML, or a line configuration with costs:).")],
+    station: Annotated[str | None, typer.Option(help="The station whose costs apply.")] = None,
+    defect_rate: Annotated[
+        float | None, typer.Option(help="Share of defective cells the station sees (default: the file's).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="heldout: the images the model was calibrated on at training time; or val, test.")
+    ] = "heldout",
+    out: Annotated[Path | None, typer.Option(help="Write the model with the least-cost threshold here.")] = None,
+) -> None:
+    """Choose the threshold with the least expected cost on held-out scores, beside the model's own target."""
+    from cellsight.data.sources import load_dataset
+    from cellsight.modelfile import load_model
+    from cellsight.workflows.calibrate import calibrate_costs, save_recalibrated
+
+    terms = _cost_terms(costs, station, defect_rate)
+    loaded = load_model(model)
+    dataset = load_dataset(data)
+    with progress_bars() as bars:
+        result = calibrate_costs(loaded, dataset, terms, split, bars)
+    table = Table(title=f"threshold by expected cost ({split} images: {result.optimum.n_good} good, "
+                        f"{result.optimum.n_defective} defective)")
+    for column in ("threshold", "raw", "overkill (good NG)", "escape (defective OK)", "expected cost / 1,000 cells"):
+        table.add_column(column, justify="left" if column == "threshold" else "right")
+    for row in (result.current, result.optimal):
+        table.add_row(row.name, f"{row.threshold:.6g}", row.overkill.describe(), row.escape.describe(),
+                      f"{row.cost_per_1000:,.2f}")
+    console.print(table)
+    console.print(
+        f"costs: false call {terms.false_call:g}, escape {terms.escape:g}, defect rate {terms.defect_rate:.2%}"
+    )
+    if out is not None:
+        digest = save_recalibrated(loaded, result, out)
+        console.print(f"wrote {out} with the least-cost threshold (sha256 {digest[:16]})")
 
 
 @app.command("eval")

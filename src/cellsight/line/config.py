@@ -7,13 +7,16 @@ can be moved or copied to another PC as a whole.
 from __future__ import annotations
 
 import hashlib
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cellsight.calibration.cost_model import CostModel, validation_problems
 from cellsight.errors import ConfigError
 from cellsight.storage.engine import DEFAULT_URL
 
@@ -96,6 +99,26 @@ class OnNg(StrEnum):
     INSPECT_ALL = "inspect_all"  # every station inspects every cell; the verdict is decided at the end
 
 
+class AuditPolicy(_Strict):
+    """A seeded random share of OK cells sent for truth (a person, a teardown), so that escapes are
+    measured rather than guessed, and a share of rejected cells looked at again (false calls measured).
+    A synthetic source already knows the truth: its audit records it at once; a real line's audit
+    reports later (`record_truth`), and its reviews come from the review queue."""
+
+    share: float = Field(gt=0, le=1)
+    rejected_share: float = Field(0.0, ge=0, le=1)
+    seed: int = 0
+
+
+class Shift(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9 _-]{1,32}$")
+    start: time  # local time of day (the line's timezone)
+
+
+DEFAULT_SHIFTS = (Shift(name="early", start=time(6)), Shift(name="late", start=time(14)),
+                  Shift(name="night", start=time(22)))
+
+
 class LineConfig(_Strict):
     line: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     database: str = DEFAULT_URL
@@ -105,6 +128,41 @@ class LineConfig(_Strict):
     save_images: SaveImages = SaveImages.NOT_OK
     cells: int | None = Field(None, gt=0)  # stop after this many cells; None: until a source runs dry
     stations: list[StationConfig] = Field(min_length=1)
+    costs: CostModel | None = None  # cost of quality, energy and CO2e (calibration/cost_model.py)
+    audit: AuditPolicy | None = None
+    timezone: str = "UTC"  # where the shifts' and days' clock runs (IANA name, e.g. Europe/Berlin)
+    shifts: tuple[Shift, ...] = DEFAULT_SHIFTS
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (an IANA name such as Europe/Berlin)") from None
+        return name
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct_shifts(cls, shifts: tuple[Shift, ...]) -> tuple[Shift, ...]:
+        if not shifts:
+            raise ValueError("at least one shift")
+        if len({s.start for s in shifts}) != len(shifts) or len({s.name for s in shifts}) != len(shifts):
+            raise ValueError("shift names and start times must be unique")
+        return tuple(sorted(shifts, key=lambda s: s.start))
+
+    @model_validator(mode="after")
+    def _costs_for_every_station(self) -> LineConfig:
+        if self.costs is not None:
+            missing = [s.name for s in self.stations if s.name not in self.costs.stations]
+            unknown = sorted(set(self.costs.stations) - set(self.station_names))
+            if missing or unknown:
+                raise ValueError(
+                    "costs.stations must name every station once"
+                    + (f"; missing: {', '.join(missing)}" if missing else "")
+                    + (f"; not a station: {', '.join(unknown)}" if unknown else "")
+                )
+        return self
 
     @field_validator("stations")
     @classmethod
@@ -136,10 +194,7 @@ def load_line_config(path: Path | str) -> tuple[LineConfig, str]:
     try:
         config = LineConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or '(top)'}: {error['msg']}" for error in exc.errors()
-        )
-        raise LineConfigError(f"{path}: {problems}") from exc
+        raise LineConfigError(f"{path}: {validation_problems(exc)}") from exc
     return _resolve(config, path.parent.resolve()), hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -354,7 +354,8 @@ def _genealogy_html(genealogy: Genealogy) -> str:
 
 # ----------------------------------------------------------------------------------------------- outputs
 def render_quality_html(
-    quality: LineQuality, genealogy: Genealogy | None = None, title: str = "cellsight line quality"
+    quality: LineQuality, genealogy: Genealogy | None = None, title: str = "cellsight line quality",
+    extra_html: str = "",
 ) -> str:
     """The whole page as a string: station table, FPY bars, Pareto, p-chart, optional genealogy."""
     stations = " → ".join(s.station for s in quality.stations)
@@ -370,32 +371,37 @@ def render_quality_html(
         f"<h2>Reject rate control chart</h2><p class='note'>p-chart with 3-sigma limits per subgroup size; "
         f"signals: a point beyond a limit (Western Electric rule 1) and {quality.pchart.run_length} points in a "
         f"row on one side of the centre line (run rule).</p>{_pchart_figure(quality)}{_signals_table(quality)}"
-        f"{_genealogy_html(genealogy) if genealogy is not None else ''}</body></html>"
+        f"{extra_html}{_genealogy_html(genealogy) if genealogy is not None else ''}</body></html>"
     )
 
 
 def write_quality_html(
-    quality: LineQuality, path: str | Path, genealogy: Genealogy | None = None, title: str = "cellsight line quality"
+    quality: LineQuality, path: str | Path, genealogy: Genealogy | None = None, title: str = "cellsight line quality",
+    extra_html: str = "",
 ) -> Path:
-    """One self-contained HTML file (plotly.js embedded) that opens offline."""
+    """One self-contained HTML file (plotly.js embedded) that opens offline; `extra_html` is already escaped."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_quality_html(quality, genealogy, title), encoding="utf-8")
+    target.write_text(render_quality_html(quality, genealogy, title, extra_html), encoding="utf-8")
     return target
 
 
-def quality_json(quality: LineQuality, genealogy: Genealogy | None = None) -> dict[str, Any]:
-    """The same figures as plain JSON types (for the API and `--json`)."""
-    data = quality.to_json_dict()
+def quality_json(
+    quality: LineQuality, genealogy: Genealogy | None = None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The same figures as plain JSON types (for the API and `--json`), plus `extra` sections."""
+    data = quality.to_json_dict() | (extra or {})
     if genealogy is not None:
         data["genealogy"] = genealogy_json(genealogy)
     return data
 
 
-def write_quality_json(quality: LineQuality, path: str | Path, genealogy: Genealogy | None = None) -> Path:
+def write_quality_json(
+    quality: LineQuality, path: str | Path, genealogy: Genealogy | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Strict JSON (no NaN tokens), so any consumer can parse it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(quality_json(quality, genealogy), indent=2, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(quality_json(quality, genealogy, extra), indent=2, allow_nan=False, ensure_ascii=False)
     target.write_text(text + "\n", encoding="utf-8")
     return target

@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
 from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
 from cellsight.line.station import StageTimes, StationInspector, StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
-from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
+from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason, TruthSource
 from cellsight.storage.store import TraceStore
 from cellsight.types import Verdict
 
@@ -141,21 +142,23 @@ class LineRuntime:
         done = {r.station: r for r in self.store.inspections(run_id, sequence=sequence)} if resuming else {}
         records = [done[s.config.name] for s in self.stations if s.config.name in done]
         cell_id = next((r.cell_id for r in records if not r.cell_id.startswith("UNREAD-")), None)
+        truths: dict[str, str] = {}
         for station in self.stations:
             if station.config.name in done:
                 continue
             if self.config.on_ng is OnNg.REJECT and any(not r.verdict.passes for r in records):
                 break
-            record = self._inspect(run_id, sequence, station, cell_id, first=not records)
+            record = self._inspect(run_id, sequence, station, cell_id, first=not records, truths=truths)
             if cell_id is None and not record.cell_id.startswith("UNREAD-"):
                 cell_id = record.cell_id
             records.append(record)
         if not records:
             raise SourceExhaustedError(f"no station had an image for cell {sequence}")
-        return self._finish_cell(run_id, sequence, cell_id, records)
+        return self._finish_cell(run_id, sequence, cell_id, records, truths)
 
     def _inspect(
-        self, run_id: int, sequence: int, station: _Station, cell_id: str | None, first: bool
+        self, run_id: int, sequence: int, station: _Station, cell_id: str | None, first: bool,
+        truths: dict[str, str],
     ) -> InspectionRecord:
         source_start = time.perf_counter()
         try:
@@ -197,24 +200,41 @@ class LineRuntime:
             inspected_at=datetime.now(UTC), error=error,
         )
         storage_start = time.perf_counter()
-        self.store.record_inspection(record)
+        self.store.record_inspection(record, truth=image.truth)
+        if image.truth is not None:
+            truths[station.config.name] = image.truth
         self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
         return record
 
     def _finish_cell(
-        self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord]
+        self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord],
+        truths: dict[str, str],
     ) -> Disposition:
         disposition, failed = cell_disposition(records)
+        audit = self._audited(run_id, sequence, disposition)
         storage_start = time.perf_counter()
         self.store.record_cell(
             CellRecord(
                 run_id=run_id, sequence=sequence, cell_id=cell_id or f"UNREAD-{run_id}-{sequence}",
                 disposition=disposition, failed_station=None if failed is None else failed.station,
-                reason=None if failed is None else failed.reason, finished_at=datetime.now(UTC),
+                reason=None if failed is None else failed.reason, finished_at=datetime.now(UTC), audit=audit,
             )
         )
+        if audit:  # a synthetic source knows what the audit will find; a real line's audit reports later
+            for record in records:
+                if record.station in truths:
+                    self.store.record_truth(run_id, sequence, record.station, truths[record.station],
+                                            TruthSource.AUDIT, recorded_by="audit (synthetic source)")
         self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
         return disposition
+
+    def _audited(self, run_id: int, sequence: int, disposition: Disposition) -> bool:
+        """Whether a cell is drawn for the audit: seeded per (run, sequence), so a resumed run agrees."""
+        policy = self.config.audit
+        if policy is None:
+            return False
+        share = policy.share if disposition is Disposition.OK else policy.rejected_share
+        return bool(np.random.default_rng([policy.seed, run_id, sequence, 0xA0D17]).random() < share)
 
     def _save_images(
         self, run_id: int, sequence: int, station: _Station, image: SourceImage, outcome: StationOutcome,

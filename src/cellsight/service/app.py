@@ -15,6 +15,7 @@ from cellsight import __version__
 from cellsight.service.api import router
 from cellsight.service.limits import BodyLimit
 from cellsight.service.state import Service, get_service
+from cellsight.service.truth import router as truth_router
 from cellsight.ui.pages import router as ui_router
 
 log = logging.getLogger("cellsight.service")
@@ -52,6 +53,7 @@ def create_app(
     )
     app.state.service = service
     app.include_router(router)
+    app.include_router(truth_router)
     app.include_router(ui_router)
 
     @app.get("/healthz", tags=["ops"])

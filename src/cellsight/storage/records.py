@@ -66,3 +66,42 @@ class CellRecord:
     failed_station: str | None  # the first station that did not pass it
     reason: Reason | None
     finished_at: datetime
+    audit: bool = False  # sampled for an audit: its truth is looked for even though it may be OK
+
+
+GOOD_CLASS = "good"  # the true class of an image without a defect
+
+
+class TruthSource(StrEnum):
+    """Who says what an image really showed, most trusted first (`TRUST_ORDER`).
+
+    SYNTHETIC: the source rendered it (known by construction). TEARDOWN: the cell was taken apart.
+    AUDIT: a sampled cell (usually an OK one) examined by a person. REVIEW: a person's look at a
+    flagged image in the review queue (kept in the reviews table; read as truth).
+    """
+
+    SYNTHETIC = "synthetic"
+    TEARDOWN = "teardown"
+    AUDIT = "audit"
+    REVIEW = "review"
+
+
+TRUST_ORDER = (TruthSource.SYNTHETIC, TruthSource.TEARDOWN, TruthSource.AUDIT, TruthSource.REVIEW)
+
+
+@dataclass(frozen=True)
+class TruthRecord:
+    """The true class of one inspection (run, sequence, station), from one source."""
+
+    run_id: int
+    sequence: int
+    station: str
+    cell_id: str
+    true_class: str  # GOOD_CLASS or a defect class
+    source: TruthSource
+    recorded_at: datetime
+    recorded_by: str | None = None
+
+    @property
+    def defective(self) -> bool:
+        return self.true_class != GOOD_CLASS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -72,3 +72,18 @@ class CellRow(Base):
     failed_station: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    audit: Mapped[bool] = mapped_column(Boolean, default=False)  # sampled for an audit (truth for OK cells)
+
+
+class TruthRow(Base):
+    """What an inspected image really showed, and who says so. One row per (inspection, source)."""
+
+    __tablename__ = "inspection_truth"
+    __table_args__ = (UniqueConstraint("inspection_id", "source", name="uq_truth_inspection_source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id"))
+    true_class: Mapped[str] = mapped_column(String(64))  # "good" or the defect class
+    source: Mapped[str] = mapped_column(String(16))  # synthetic, review, audit, teardown
+    recorded_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -19,8 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cellsight.storage.engine import DEFAULT_URL, make_engine
 from cellsight.storage.migrate import upgrade
-from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
-from cellsight.storage.schema import CellRow, InspectionRow, RunRow
+from cellsight.storage.records import (
+    GOOD_CLASS,
+    CellRecord,
+    Disposition,
+    InspectionRecord,
+    Reason,
+    TruthRecord,
+    TruthSource,
+)
+from cellsight.storage.schema import CellRow, InspectionRow, RunRow, TruthRow
+from cellsight.storage.service_schema import ReviewRow
 from cellsight.types import Verdict
 
 
@@ -120,8 +129,12 @@ class TraceStore:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def record_inspection(self, record: InspectionRecord) -> int:
-        """Commit one inspection; returns its row id once durable."""
+    def record_inspection(self, record: InspectionRecord, truth: str | None = None) -> int:
+        """Commit one inspection; returns its row id once durable.
+
+        `truth`: the true class where the source knows it (synthetic cells), committed in the same
+        transaction as source SYNTHETIC.
+        """
         row = InspectionRow(
             run_id=record.run_id, sequence=record.sequence, cell_id=record.cell_id, station=record.station,
             station_index=record.station_index, verdict=record.verdict.value,
@@ -130,15 +143,50 @@ class TraceStore:
             model_version=record.model_version, model_sha256=record.model_hash, latency_ms=record.latency_ms,
             image_path=record.image_path, heatmap_path=record.heatmap_path, inspected_at=record.inspected_at,
         )
-        return self._insert(row, f"inspection of sequence {record.sequence} at {record.station}")
+        what = f"run {record.run_id}: inspection of sequence {record.sequence} at {record.station}"
+        if truth is None:
+            return self._insert(row, what)
+        _check_class(truth)
+        try:
+            with self._sessions.begin() as session:
+                session.add(row)
+                session.flush()
+                session.add(TruthRow(inspection_id=row.id, true_class=truth, source=TruthSource.SYNTHETIC.value,
+                                     recorded_by=None, recorded_at=record.inspected_at))
+                return row.id
+        except IntegrityError as exc:
+            raise DuplicateRecordError(f"{what} is already recorded") from exc
 
     def record_cell(self, record: CellRecord) -> int:
         row = CellRow(
             run_id=record.run_id, sequence=record.sequence, cell_id=record.cell_id,
             disposition=record.disposition.value, failed_station=record.failed_station,
             reason=None if record.reason is None else record.reason.value, finished_at=record.finished_at,
+            audit=record.audit,
         )
-        return self._insert(row, f"cell record of sequence {record.sequence}")
+        return self._insert(row, f"run {record.run_id}: cell record of sequence {record.sequence}")
+
+    def record_truth(
+        self, run_id: int, sequence: int, station: str, true_class: str, source: TruthSource,
+        recorded_by: str | None = None,
+    ) -> int:
+        """Commit what a teardown, an audit or a review found for one inspection; one row per source."""
+        _check_class(true_class)
+        what = f"run {run_id}: {source.value} truth of sequence {sequence} at {station}"
+        try:
+            with self._sessions.begin() as session:
+                inspection_id = session.scalar(select(InspectionRow.id).where(
+                    InspectionRow.run_id == run_id, InspectionRow.sequence == sequence, InspectionRow.station == station
+                ))
+                if inspection_id is None:
+                    raise KeyError(f"run {run_id}: no inspection of sequence {sequence} at {station}")
+                row = TruthRow(inspection_id=inspection_id, true_class=true_class, source=source.value,
+                               recorded_by=recorded_by, recorded_at=_now())
+                session.add(row)
+                session.flush()
+                return row.id
+        except IntegrityError as exc:
+            raise DuplicateRecordError(f"{what} is already recorded") from exc
 
     def _insert(self, row: InspectionRow | CellRow, what: str) -> int:
         try:
@@ -147,7 +195,7 @@ class TraceStore:
                 session.flush()
                 return row.id
         except IntegrityError as exc:
-            raise DuplicateRecordError(f"run {row.run_id}: {what} is already recorded") from exc
+            raise DuplicateRecordError(f"{what} is already recorded") from exc
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -187,6 +235,29 @@ class TraceStore:
             if cell_id is not None:
                 query = query.where(CellRow.cell_id == cell_id)
             return [_cell_record(row) for row in session.scalars(query)]
+
+    def truths(self, run_id: int | None = None) -> list[TruthRecord]:
+        """Every recorded truth, reviews included (their newest decision: a false call is "good").
+
+        A confirmed defect without a class named by the reviewer takes the model's class, else "defect".
+        """
+        with self._sessions() as session:
+            query = select(TruthRow, InspectionRow).join(InspectionRow, TruthRow.inspection_id == InspectionRow.id)
+            newest = select(func.max(ReviewRow.id)).group_by(ReviewRow.inspection_id)
+            reviews = (select(ReviewRow, InspectionRow).join(InspectionRow, ReviewRow.inspection_id == InspectionRow.id)
+                       .where(ReviewRow.id.in_(newest)))
+            if run_id is not None:
+                query = query.where(InspectionRow.run_id == run_id)
+                reviews = reviews.where(InspectionRow.run_id == run_id)
+            found = [
+                _truth(i, t.true_class, TruthSource(t.source), t.recorded_at, t.recorded_by)
+                for t, i in session.execute(query.order_by(TruthRow.id))
+            ]
+            for r, i in session.execute(reviews.order_by(ReviewRow.id)):
+                named = r.defect_class or i.defect_class or "defect"
+                true_class = GOOD_CLASS if r.decision == "false_call" else named
+                found.append(_truth(i, true_class, TruthSource.REVIEW, r.reviewed_at, r.reviewer))
+            return found
 
     def counts(self, run_id: int) -> tuple[int, int]:
         """(inspections, cells) recorded for a run: a cheap check for crash tests and progress."""
@@ -232,5 +303,16 @@ def _cell_record(row: CellRow) -> CellRecord:
     return CellRecord(
         run_id=row.run_id, sequence=row.sequence, cell_id=row.cell_id, disposition=Disposition(row.disposition),
         failed_station=row.failed_station, reason=None if row.reason is None else Reason(row.reason),
-        finished_at=_utc(row.finished_at),
+        finished_at=_utc(row.finished_at), audit=bool(row.audit),
     )
+
+
+def _truth(
+    row: InspectionRow, true_class: str, source: TruthSource, at: datetime, by: str | None
+) -> TruthRecord:
+    return TruthRecord(row.run_id, row.sequence, row.station, row.cell_id, true_class, source, _utc(at), by)
+
+
+def _check_class(true_class: str) -> None:
+    if not true_class or len(true_class) > 64:
+        raise ValueError(f"a true class is 1-64 characters ({GOOD_CLASS!r} or the defect), got {true_class!r}")

@@ -23,7 +23,8 @@ from typing import Literal
 
 import numpy as np
 
-from cellsight.calibration import Calibration, calibrate_for_escape, calibrate_for_overkill
+from cellsight.calibration import Calibration, calibrate_for_cost, calibrate_for_escape, calibrate_for_overkill
+from cellsight.calibration.cost_model import CostTerms
 from cellsight.data.dataset import GOOD, Dataset
 from cellsight.data.images import LazyImages, read_image
 from cellsight.detectors.base import AnyDetector, LearnsFrom, MapSize, ProgressFactory, TrainingSet
@@ -32,7 +33,7 @@ from cellsight.detectors.settings import DetectorSettings
 from cellsight.errors import ConfigError, DataError
 from cellsight.modelfile import save_model
 
-Policy = Literal["overkill", "escape"]
+Policy = Literal["overkill", "escape", "cost"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,17 @@ class TrainRequest:
     seed: int = 0
     """Seed of the held-out split (the detector's own seed is a setting)."""
     model_version: str | None = None
+    costs: CostTerms | None = None
+    """Policy "cost": the threshold with the least expected cost on the held-out images (target unused)."""
 
     def __post_init__(self) -> None:
         expected = detector_class(self.detector).Settings
         if self.settings is not None and not isinstance(self.settings, expected):
             raise ConfigError(f"{self.detector} takes {expected.__name__}, got {type(self.settings).__name__}")
-        if self.policy not in ("overkill", "escape"):
-            raise ConfigError(f"policy must be overkill or escape, got {self.policy!r}")
+        if self.policy not in ("overkill", "escape", "cost"):
+            raise ConfigError(f"policy must be overkill, escape or cost, got {self.policy!r}")
+        if (self.policy == "cost") != (self.costs is not None):
+            raise ConfigError("the cost policy and cost terms go together (train --costs)")
         if not 0.0 < self.target < 1.0:
             raise ConfigError(f"target {self.policy} rate must be a fraction in (0, 1), got {self.target}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -184,8 +189,8 @@ def train(
     detector = request.build_detector()
     labelled = detector.learns_from is LearnsFrom.LABELLED
     split = (labelled_split if labelled else calibration_split)(dataset, request.val_fraction, request.seed)
-    if request.policy == "escape" and len(split.defective) == 0:
-        raise DataError("an escape-rate target needs labelled defective images (a val split or train defects)")
+    if request.policy in ("escape", "cost") and len(split.defective) == 0:
+        raise DataError(f"an {request.policy} threshold needs labelled defective images (a val split or train defects)")
     train_set = training_set(detector.learns_from, dataset, split)
     started = time.perf_counter()
     detector.fit(train_set, progress)
@@ -194,12 +199,17 @@ def train(
     if detector.learns_from is LearnsFrom.GOOD_AND_DEFECT_NAMES:
         naming = dict(sorted(Counter(train_set.defects().defect_classes).items()))
 
-    good_scores = _scores(detector, split.good, progress, "calibrate on good")
+    good_scores = heldout_scores(detector, split.good, progress, "calibrate on good")
     if request.policy == "overkill":
         calibration = calibrate_for_overkill(good_scores, request.target)
     else:
-        defective_scores = _scores(detector, split.defective, progress, "calibrate on defective")
-        calibration = calibrate_for_escape(good_scores, defective_scores, request.target)
+        defective_scores = heldout_scores(detector, split.defective, progress, "calibrate on defective")
+        if request.costs is not None:
+            terms = request.costs
+            calibration, _ = calibrate_for_cost(good_scores, defective_scores, terms.false_call, terms.escape,
+                                                terms.defect_rate)
+        else:
+            calibration = calibrate_for_escape(good_scores, defective_scores, request.target)
     detector.calibration = calibration
 
     training = {
@@ -208,16 +218,19 @@ def train(
         "n_fit_images": len(split.fit),
         "n_fit_defective": len(split.fit.select(label=1)),
         "n_calibration_good": len(split.good),
-        "n_calibration_defective": len(split.defective) if request.policy == "escape" else 0,
+        "n_calibration_defective": len(split.defective) if request.policy != "overkill" else 0,
         "calibration_fingerprint": split.good.fingerprint(),
         "fit_seconds": round(fit_seconds, 3),
         "seed": request.seed,
-    } | ({"naming_examples": naming} if naming else {})
+        "val_fraction": request.val_fraction,
+    } | ({"naming_examples": naming} if naming else {}) | (
+        {"cost_calibration": request.costs.to_dict()} if request.costs is not None else {})
     digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
 
 
-def _scores(detector: AnyDetector, data: Dataset, progress: ProgressFactory | None, step: str) -> np.ndarray:
+def heldout_scores(detector: AnyDetector, data: Dataset, progress: ProgressFactory | None, step: str) -> np.ndarray:
+    """Raw scores of a held-out part, in batches, with a progress bar."""
     images = LazyImages(data.paths)
     advance = progress(step, len(images)) if progress else None
     scores = []
