@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-from _prepare import export_tree, split_indices  # noqa: E402
-from prepare_bsdata import polygon_mask  # noqa: E402
-from prepare_deeppcb import box_mask, pairs  # noqa: E402
+from _prepare import export_tree, split_indices
+from prepare_bsdata import polygon_mask
+from prepare_deeppcb import box_mask, pairs
 
 
 def test_deeppcb_boxes_fill_inclusive_rectangles() -> None:
