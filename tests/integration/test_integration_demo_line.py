@@ -95,7 +95,8 @@ def test_the_demo_line_runs_end_to_end(tmp_path: Path, station_models: dict[str,
     confusion = truth["line"]["confusion"]
     assert sum(confusion["good"]) + sum(confusion["defective"]) == 24
     assert truth["run_costs"]["cells"] == 24 and truth["per_day"] and truth["per_shift"]
-    assert "Against truth" in report.stdout and "Cost of quality and energy (EUR)" in report.stdout
+    printed = report.stdout + report.stderr
+    assert "Against truth" in printed and "Cost of quality and energy (EUR)" in printed
 
 
 def test_calibrate_chooses_the_least_cost_threshold(tmp_path: Path, station_models: dict[str, Path]) -> None:
@@ -105,7 +106,7 @@ def test_calibrate_chooses_the_least_cost_threshold(tmp_path: Path, station_mode
     done = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config, "--station", "weld",
                "--out", out)
     assert done.returncode == 0, done.stderr
-    assert "least expected" in done.stdout and "overkill" in done.stdout
+    assert "least expected" in done.stdout + done.stderr and "overkill" in done.stdout + done.stderr
     info = json.loads(cli("info", out).stdout)
     assert info["calibration"]["policy"] == "cost" and info["calibration"]["target"] == 0.25
     missing = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config)

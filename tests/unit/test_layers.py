@@ -15,7 +15,7 @@ import cellsight
 
 SRC = Path(cellsight.__file__).resolve().parent
 LAYERS: list[set[str]] = [
-    {"cellsight", "errors", "types"},
+    {"cellsight", "errors", "types", "i18n"},
     {"data", "calibration", "storage"},
     {"features"},
     {"detectors"},

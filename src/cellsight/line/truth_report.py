@@ -7,11 +7,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import date
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from cellsight.i18n import Localizer, localizer
 from cellsight.line.config import LineConfig
 from cellsight.line.costs import CostFigures, cell_costs, costs_by_period
 from cellsight.line.quality import _plain
@@ -70,120 +72,139 @@ def run_truth_costs(store: TraceStore, config: LineConfig, run_id: int) -> Truth
     return TruthCosts(run_id, stations, line, sampled, naming, config.costs.currency, run_costs, per_shift, per_day)
 
 
-_COST_ROWS: tuple[tuple[str, Callable[[CostFigures], str]], ...] = (
-    ("cells (with truth)", lambda r: f"{r.cells} ({r.with_truth})"),
-    ("defects caught early", lambda r: f"{r.caught}"),
-    ("scrap value avoided", lambda r: f"{r.scrap_value_avoided:,.2f}"),
-    ("energy avoided", lambda r: f"{r.energy_avoided_kwh:,.1f} kWh"),
-    ("CO2e avoided", lambda r: f"{r.co2e_avoided_kg:,.1f} kg"),
-    ("escapes: cost", lambda r: f"{r.escapes}: {r.escape_cost:,.2f}"),
-    ("false calls: cost", lambda r: f"{r.false_calls}: {r.false_call_cost:,.2f}"),
-    ("reviews: cost", lambda r: f"{r.reviews}: {r.review_cost:,.2f}"),
-    ("cost of quality", lambda r: f"{r.cost_of_quality:,.2f}"),
-    ("net saving", lambda r: f"{r.net_saving:,.2f}"),
-)
+def _cost_rows(loc: Localizer, currency: str) -> tuple[tuple[str, Callable[[CostFigures], str]], ...]:
+    """The cost table's rows: (label, how one period's figures read), in the locale's numbers."""
+    _ = loc.gettext
+    money = lambda value: loc.money(value, currency)  # noqa: E731
+    return (
+        (_("cells (with truth)"), lambda r: f"{loc.number(r.cells)} ({loc.number(r.with_truth)})"),
+        (_("defects caught early"), lambda r: loc.number(r.caught)),
+        (_("scrap value avoided"), lambda r: money(r.scrap_value_avoided)),
+        (_("energy avoided"), lambda r: f"{loc.number(r.energy_avoided_kwh, 1)} kWh"),
+        (_("CO2e avoided"), lambda r: f"{loc.number(r.co2e_avoided_kg, 1)} kg"),
+        (_("escapes: cost"), lambda r: f"{loc.number(r.escapes)}: {money(r.escape_cost)}"),
+        (_("false calls: cost"), lambda r: f"{loc.number(r.false_calls)}: {money(r.false_call_cost)}"),
+        (_("reviews: cost"), lambda r: f"{loc.number(r.reviews)}: {money(r.review_cost)}"),
+        (_("cost of quality"), lambda r: money(r.cost_of_quality)),
+        (_("net saving"), lambda r: money(r.net_saving)),
+    )
+
+
+def period_label(period: str, loc: Localizer) -> str:
+    """"run 3", "2026-12-02", "2026-12-02 early" in the locale (run and shift words translated)."""
+    _ = loc.gettext
+    if period.startswith("run "):
+        return _("run {number}").format(number=period.removeprefix("run "))
+    day, _sep, shift = period.partition(" ")
+    shown = loc.date(date.fromisoformat(day))
+    return f"{shown} {_(shift)}" if shift else shown
+
+
+def rate_text(rate: RateWithInterval, loc: Localizer) -> str:
+    """E.g. "1.2% 3/250 [0.4–3.5%]"; "n/a" without truth."""
+    if not rate.n:
+        return loc.gettext("n/a")
+    return (f"{loc.percent(rate.rate)} {loc.number(rate.count)}/{loc.number(rate.n)} "
+            f"[{loc.percent(rate.low)}–{loc.percent(rate.high)}]")
+
+
+def naming_sentence(naming: NamingAgainstTruth, loc: Localizer | None = None) -> str:
+    """Where the NG calls' names, and "unknown", come from."""
+    n, _ = naming, (loc or localizer()).gettext
+    return _(
+        "names on {ng} NG calls with truth: {right} right, {wrong} wrong, {unknown_defective} unknown on real "
+        "defects; {false_calls} were false calls ({unknown_good} named unknown): {unknown_good} of {unknown} "
+        "'unknown' are good cells"
+    ).format(ng=n.ng_with_truth, right=n.named_right, wrong=n.named_wrong, unknown_defective=n.unknown_on_defective,
+             false_calls=n.named_on_good + n.unknown_on_good, unknown_good=n.unknown_on_good, unknown=n.unknown)
+
+
+def _triple(values: tuple[float, float, float] | None, loc: Localizer) -> str:
+    if values is None or not math.isfinite(values[0]):
+        return loc.gettext("n/a")
+    return f"{loc.percent(values[0], 2)} (≈95% {loc.percent(values[1], 2)}–{loc.percent(values[2], 2)})"
+
+
+def sampled_sentence(s: SampledEstimate, loc: Localizer) -> str:
+    _ = loc.gettext
+    return _(
+        "From samples alone (what a real line measures): the audit of {audited} of {shipped} shipped cells found "
+        "{found_defective} defective ({outgoing}); reviews of {reviewed} of {rejected} rejected cells found "
+        "{found_good} good. Estimated escape {escape}, overkill {overkill}."
+    ).format(audited=s.audited, shipped=s.shipped, found_defective=s.found_defective,
+             outgoing=rate_text(s.outgoing_defective, loc), reviewed=s.reviewed, rejected=s.rejected,
+             found_good=s.found_good, escape=_triple(s.escape_rate, loc), overkill=_triple(s.overkill_rate, loc))
+
+
+def _scope(scope: str, loc: Localizer) -> str:
+    return loc.gettext("line") if scope == "line" else scope
 
 
 # ----------------------------------------------------------------------------------------------- terminal
-def _rate(rate: RateWithInterval) -> str:
-    return rate.describe() if rate.n else "n/a (no truth)"
-
-
-def _short(rate: RateWithInterval) -> str:
-    """E.g. "1.2% 3/250 [0.4–3.5]": narrow enough for an 80-column terminal."""
-    if not rate.n:
-        return "n/a"
-    return f"{100 * rate.rate:.1f}% {rate.count}/{rate.n} [{100 * rate.low:.1f}–{100 * rate.high:.1f}]"
-
-
-def naming_sentence(naming: NamingAgainstTruth) -> str:
-    """Where the NG calls' names, and "unknown", come from."""
-    n = naming
-    return (
-        f"names on {n.ng_with_truth} NG calls with truth: {n.named_right} right, {n.named_wrong} wrong, "
-        f"{n.unknown_on_defective} unknown on real defects; {n.named_on_good + n.unknown_on_good} were false calls "
-        f"({n.unknown_on_good} named unknown): {n.unknown_on_good} of {n.unknown} 'unknown' are good cells"
-    )
-
-
-def _triple(values: tuple[float, float, float] | None) -> str:
-    if values is None or not math.isfinite(values[0]):
-        return "n/a"
-    return f"{100 * values[0]:.2f}% (≈95% {100 * values[1]:.2f}–{100 * values[2]:.2f}%)"
-
-
-def print_truth_costs(report: TruthCosts, console: Console) -> None:
+def print_truth_costs(report: TruthCosts, console: Console, loc: Localizer | None = None) -> None:
     """Escape and overkill against truth per station and for the line, the sampled view, and the costs."""
-    table = Table(title="Against truth: escape = defective passed, overkill = good NG (Wilson 95%)")
-    for column in ("scope", "truth", "escape", "overkill", "good to review"):
-        table.add_column(column, justify="left" if column == "scope" else "right")
+    loc = loc or localizer()
+    _ = loc.gettext
+    table = Table(title=_("Against truth: escape = defective passed, overkill = good NG (Wilson 95%)"))
+    for index, column in enumerate((_("scope"), _("truth"), _("escape"), _("overkill"), _("good to review"))):
+        table.add_column(column, justify="right" if index else "left")
     for rates in (*report.stations, report.line):
-        table.add_row(rates.scope, f"{rates.with_truth}/{rates.inspected}", _short(rates.escape),
-                      _short(rates.overkill), _short(rates.good_to_review))
+        table.add_row(_scope(rates.scope, loc), f"{rates.with_truth}/{rates.inspected}", rate_text(rates.escape, loc),
+                      rate_text(rates.overkill, loc), rate_text(rates.good_to_review, loc))
     console.print(table)
-    console.print(naming_sentence(report.naming))
+    console.print(naming_sentence(report.naming, loc))
     c = report.line.confusion
-    console.print(f"line confusion (truth x call OK/NG/REVIEW): good {list(c.good)}, defective {list(c.defective)}")
-    s = report.sampled
-    console.print(
-        f"from samples alone: audit of {s.audited} of {s.shipped} shipped cells found {s.found_defective} "
-        f"defective ({_rate(s.outgoing_defective)}); reviews of {s.reviewed} of {s.rejected} rejected found "
-        f"{s.found_good} good; estimated escape {_triple(s.escape_rate)}, overkill {_triple(s.overkill_rate)}"
-    )
+    console.print(_("line confusion (truth x call OK/NG/REVIEW): good {good}, defective {defective}").format(
+        good=list(c.good), defective=list(c.defective)))
+    console.print(sampled_sentence(report.sampled, loc))
     if report.run_costs is None or report.currency is None:
-        console.print("no cost model in the line configuration (add `costs:` for cost of quality and energy)")
+        console.print(_("no cost model in the line configuration (add costs: for cost of quality and energy)"))
         return
     periods = (report.run_costs, *report.per_day, *report.per_shift)
-    costs = Table(title=f"Cost of quality and energy ({report.currency})")
+    costs = Table(title=_("Cost of quality and energy ({currency})").format(currency=report.currency))
     costs.add_column("")
     for row in periods:
-        costs.add_column(row.period, justify="right")
-    for label, value in _COST_ROWS:
+        costs.add_column(period_label(row.period, loc), justify="right")
+    for label, value in _cost_rows(loc, report.currency):
         costs.add_row(label, *(value(row) for row in periods))
     console.print(costs)
 
 
 # ----------------------------------------------------------------------------------------------- HTML
-def _html_rate(rate: RateWithInterval) -> str:
-    return escape(_rate(rate))
-
-
-def truth_costs_html(report: TruthCosts) -> str:
-    """The report's truth and cost section (escaped; for `render_quality_html`'s extra section)."""
+def truth_costs_html(report: TruthCosts, loc: Localizer | None = None) -> str:
+    """The report's truth and cost section, every value escaped (for `render_quality_html`'s extra section)."""
+    loc = loc or localizer()
+    _ = loc.gettext
     rows = "".join(
-        f"<tr><td>{escape(r.scope)}</td><td class='num'>{r.with_truth}/{r.inspected}</td>"
-        f"<td class='num'>{_html_rate(r.escape)}</td><td class='num'>{_html_rate(r.overkill)}</td>"
-        f"<td class='num'>{_html_rate(r.good_to_review)}</td></tr>"
+        f"<tr><td>{escape(_scope(r.scope, loc))}</td><td class='num'>{r.with_truth}/{r.inspected}</td>"
+        + "".join(f"<td class='num'>{escape(rate_text(x, loc))}</td>" for x in (r.escape, r.overkill, r.good_to_review))
+        + "</tr>"
         for r in (*report.stations, report.line)
     )
     c = report.line.confusion
     matrix = (
-        "<table><tr><th>Truth \\ call</th>" + "".join(f"<th>{x}</th>" for x in CALLS) + "</tr>"
-        + "".join(f"<tr><th>{name}</th>" + "".join(f"<td class='num'>{v}</td>" for v in values) + "</tr>"
-                  for name, values in (("good", c.good), ("defective", c.defective)))
+        "<table><tr><th>" + escape(_("truth / call")) + "</th>" + "".join(f"<th>{x}</th>" for x in CALLS) + "</tr>"
+        + "".join(f"<tr><th>{escape(name)}</th>" + "".join(f"<td class='num'>{v}</td>" for v in values) + "</tr>"
+                  for name, values in ((_("good"), c.good), (_("defective"), c.defective)))
         + "</table>"
     )
-    s = report.sampled
-    sampled = (
-        f"<p class='note'>From samples alone (what a real line measures): audit of {s.audited} of {s.shipped} "
-        f"shipped cells found {s.found_defective} defective ({_html_rate(s.outgoing_defective)}); reviews of "
-        f"{s.reviewed} of {s.rejected} rejected cells found {s.found_good} good. Estimated escape "
-        f"{escape(_triple(s.escape_rate))}, overkill {escape(_triple(s.overkill_rate))}.</p>"
-    )
+    heads = "".join(f"<th>{escape(h)}</th>" for h in (_("scope"), _("truth"), _("escape"), _("overkill"),
+                                                     _("good to review")))
     section = (
-        "<h2>Against truth</h2><p class='note'>Escape: defective cells passed / defective cells; overkill: good "
-        "cells rejected NG / good cells; Wilson 95% intervals.</p>"
-        "<table><tr><th>Scope</th><th>With truth</th><th>Escape</th><th>Overkill</th><th>Good to review</th></tr>"
-        f"{rows}</table><h3>Line confusion matrix (cells)</h3>{matrix}{sampled}"
-        f"<p class='note'>{escape(naming_sentence(report.naming))}</p>"
+        f"<h2>{escape(_('Against truth'))}</h2><p class='note'>"
+        + escape(_("Escape: defective cells passed / defective cells; overkill: good cells rejected NG / good "
+                   "cells; Wilson 95% intervals."))
+        + f"</p><table><tr>{heads}</tr>{rows}</table><h3>{escape(_('Line confusion matrix (cells)'))}</h3>{matrix}"
+        f"<p class='note'>{escape(sampled_sentence(report.sampled, loc))}</p>"
+        f"<p class='note'>{escape(naming_sentence(report.naming, loc))}</p>"
     )
     if report.run_costs is None or report.currency is None:
         return section
     periods = (report.run_costs, *report.per_day, *report.per_shift)
-    head = "<th></th>" + "".join(f"<th>{escape(r.period)}</th>" for r in periods)
+    head = "<th></th>" + "".join(f"<th>{escape(period_label(r.period, loc))}</th>" for r in periods)
     body = "".join(
         f"<tr><th>{escape(label)}</th>" + "".join(f"<td class='num'>{escape(value(r))}</td>" for r in periods) + "</tr>"
-        for label, value in _COST_ROWS
+        for label, value in _cost_rows(loc, report.currency)
     )
-    return (section + f"<h2>Cost of quality and energy ({escape(report.currency)})</h2>"
-            f"<table><tr>{head}</tr>{body}</table>")
+    title = _("Cost of quality and energy ({currency})").format(currency=report.currency)
+    return section + f"<h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
