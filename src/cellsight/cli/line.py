@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console, fail
+from cellsight.i18n import localizer, terminal_locale
 from cellsight.line.config import LineConfig, LineConfigError, load_line_config
 from cellsight.line.quality import genealogy, line_quality
 from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
@@ -66,6 +67,9 @@ def report(
     cell: Annotated[str | None, typer.Option(help="Show this cell's genealogy.")] = None,
     subgroup: Annotated[int, typer.Option(help="Cells per p-chart subgroup.")] = 50,
     db: DatabaseOption = None,
+    lang: Annotated[
+        str | None, typer.Option(help="Language of the truth and cost figures: en, zh_CN, de (default: from LANG).")
+    ] = None,
 ) -> None:
     """First-pass yield per station, rolled throughput yield, defect Pareto, p-chart, cell genealogy."""
     line_config, _ = _load(config, db)
@@ -78,12 +82,13 @@ def report(
         truth = run_truth_costs(store, line_config, run.id)
     console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
     print_quality(quality, console)
-    print_truth_costs(truth, console)
+    loc = localizer(terminal_locale(lang))
+    print_truth_costs(truth, console, loc)
     if cell_genealogy is not None:
         print_genealogy(cell_genealogy, console)
     if html is not None:
         write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}",
-                           extra_html=truth_costs_html(truth))
+                           extra_html=truth_costs_html(truth, loc))
         console.print(f"HTML report: {html}")
     if json_out is not None:
         write_quality_json(quality, json_out, genealogy=cell_genealogy, extra={"truth": truth.to_json_dict()})

@@ -84,6 +84,19 @@ def negotiate(accept_language: str | None, choice: str | None = None) -> str:
     return min(ranked)[2] if ranked else DEFAULT
 
 
+def terminal_locale(choice: str | None = None) -> str:
+    """For the CLI: `--lang`, else CELLSIGHT_LANG, LC_ALL, LC_MESSAGES or LANG ("de_DE.UTF-8"), else English."""
+    import os
+
+    if supported(choice) is not None:
+        return negotiate(None, choice)
+    for name in ("CELLSIGHT_LANG", "LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "").split(".")[0].split("@")[0]
+        if value and value not in ("C", "POSIX"):
+            return supported(value) or DEFAULT
+    return DEFAULT
+
+
 @dataclass(frozen=True)
 class Localizer:
     """Text and numbers in one locale. `gettext` is also exposed as `_` to templates."""
