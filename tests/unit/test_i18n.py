@@ -22,7 +22,7 @@ def _extracted() -> set[str]:
         method_map, options_map = parse_mapping_cfg(handle)
     found = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
-        ROOT / "src", method_map, options_map, keywords={"_": None, "gettext": None, "ngettext": (1, 2)}
+        ROOT / "src", method_map, options_map, keywords={"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
     ):
         found.update([message] if isinstance(message, str) else [m for m in message if m])
     return found
@@ -77,3 +77,17 @@ def test_numbers_money_and_dates_are_written_the_locales_way() -> None:
     assert de.html_lang == "de" and zh.html_lang == "zh-CN"
     with pytest.raises(ValueError, match="unknown locale"):
         localizer("fr")
+
+
+def test_no_marked_string_hides_inside_an_f_string() -> None:
+    """Babel cannot extract `_("...")` written inside an f-string: such text would never be translated."""
+    import ast
+
+    hidden = []
+    for path in (ROOT / "src" / "cellsight").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in ("_", "N_"):
+                        hidden.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+    assert not hidden, f"move these out of their f-strings: {hidden}"

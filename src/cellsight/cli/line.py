@@ -80,15 +80,15 @@ def report(
         quality = line_quality(store.inspections(run.id), store.cells(run.id), run.stations, subgroup_size=subgroup)
         cell_genealogy = genealogy(cell, store.inspections(cell_id=cell), store.cells(cell_id=cell)) if cell else None
         truth = run_truth_costs(store, line_config, run.id)
-    console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
-    print_quality(quality, console)
     loc = localizer(terminal_locale(lang))
+    console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
+    print_quality(quality, console, loc=loc)
     print_truth_costs(truth, console, loc)
     if cell_genealogy is not None:
-        print_genealogy(cell_genealogy, console)
+        print_genealogy(cell_genealogy, console, loc)
     if html is not None:
         write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}",
-                           extra_html=truth_costs_html(truth, loc))
+                           extra_html=truth_costs_html(truth, loc), loc=loc)
         console.print(f"HTML report: {html}")
     if json_out is not None:
         write_quality_json(quality, json_out, genealogy=cell_genealogy, extra={"truth": truth.to_json_dict()})

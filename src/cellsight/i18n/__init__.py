@@ -2,8 +2,9 @@
 (Accept-Language) or the user's, and numbers, money and dates written the locale's way (Babel).
 
 Catalogues are the `.po` files under `locales/` (package data), read with Babel at first use: nothing to
-compile at install, nothing fetched. Text is marked with `_("...")` where it is written (Python) and with
-`{{ _("...") }}` / `{% trans %}` in templates; `pybabel extract -F babel.cfg` finds them (DEVELOPERS.md).
+compile at install, nothing fetched. Text is marked with `_("...")` (or `N_` for a constant translated
+later) where it is written (Python) and with `{{ _("...") }}` / `{% trans %}` in templates;
+`pybabel extract -F babel.cfg` finds them (DEVELOPERS.md).
 English is the source language: its catalogue is the message ids themselves.
 """
 
@@ -30,7 +31,7 @@ _LANGUAGE = {"en": "en", "zh": "zh_CN", "de": "de"}
 _TAG = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
-def _(message: str) -> str:
+def N_(message: str) -> str:  # noqa: N802 (gettext's name for the no-op marker)
     """Marks a module-level string for extraction; it is translated where shown (`Localizer.gettext`)."""
     return message
 

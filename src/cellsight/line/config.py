@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cellsight.calibration.cost_model import CostModel, validation_problems
 from cellsight.errors import ConfigError
-from cellsight.i18n import _
+from cellsight.i18n import N_
 from cellsight.storage.engine import DEFAULT_URL
 
 
@@ -116,8 +116,8 @@ class Shift(_Strict):
     start: time  # local time of day (the line's timezone)
 
 
-DEFAULT_SHIFTS = (Shift(name=_("early"), start=time(6)), Shift(name=_("late"), start=time(14)),
-                  Shift(name=_("night"), start=time(22)))
+DEFAULT_SHIFTS = (Shift(name=N_("early"), start=time(6)), Shift(name=N_("late"), start=time(14)),
+                  Shift(name=N_("night"), start=time(22)))
 """Shift names are shown translated where the catalogue has them (these three do)."""
 
 

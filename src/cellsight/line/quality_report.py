@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from rich.console import Console
 from rich.table import Table
 
+from cellsight.i18n import N_, Localizer, localizer
 from cellsight.line.quality import Genealogy, LineQuality, PChart, genealogy_json
 from cellsight.reporting.page import PAGE_CSS, escape, figure_html, plotly_script_tag
 from cellsight.types import Verdict
@@ -24,6 +25,7 @@ _CSS = PAGE_CSS + """
 """
 _WIDE = 1150
 _DEFECT, _REASON, _BAD, _RUN = "#2e6fba", "#d97706", "#b42318", "#f59e0b"
+_KINDS = (N_("defect"), N_("reason"))  # a Pareto bar's kind, shown translated
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -38,36 +40,45 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
 
+def _t(loc: Localizer | None) -> Localizer:
+    return loc or localizer()
+
+
 def _with_interval(value: float | None, interval: tuple[float, float] | None, empty: str) -> str:
     return empty if value is None else f"{_pct(value)} ({_interval(interval)})"
 
 
-def _signals(quality: LineQuality) -> list[tuple[str, int, int, str, str, str]]:
+def _signals(quality: LineQuality, loc: Localizer | None = None) -> list[tuple[str, int, int, str, str, str]]:
+    _ = _t(loc).gettext
     chart = quality.pchart
     rows = []
     for s in chart.out_of_control:
         why = []
         if s.beyond_limits:
-            why.append("above UCL" if s.p > s.ucl else "below LCL")
+            why.append(_("above UCL") if s.p > s.ucl else _("below LCL"))
         if s.in_run:
-            side = "above" if chart.centre is not None and s.p > chart.centre else "below"
-            why.append(f"run of ≥{chart.run_length} {side} centre")
+            above = chart.centre is not None and s.p > chart.centre
+            text = _("run of ≥{n} above centre") if above else _("run of ≥{n} below centre")
+            why.append(text.format(n=chart.run_length))
         rows.append((s.label, s.n, s.rejects, _pct(s.p), f"{_pct(s.lcl)}–{_pct(s.ucl)}", ", ".join(why)))
     return rows
 
 
-def _chart_basis(chart: PChart) -> str:
+def _chart_basis(chart: PChart, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
     if chart.basis == "time":
-        return f"time buckets of {chart.bucket_seconds or 0:g} s"
-    return f"subgroups of {chart.subgroup_size} consecutive cells"
+        return _("time buckets of {seconds} s").format(seconds=f"{chart.bucket_seconds or 0:g}")
+    return _("subgroups of {n} consecutive cells").format(n=chart.subgroup_size)
 
 
 # ----------------------------------------------------------------------------------------------- terminal
-def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5) -> None:
+def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5, loc: Localizer | None = None) -> None:
     """The line's figures on a terminal: stations, RTY, final yield, top of the Pareto, p-chart signals."""
-    table = Table(title="First-pass yield per station (Wilson 95%)", title_justify="left")
-    table.add_column("Station")
-    for name in ("Inspected", "Passed", "NG", "ERROR", "Re-insp.", "FPY (95% CI)", "Mean latency"):
+    _ = _t(loc).gettext
+    undefined = _("undefined (no cells)")
+    table = Table(title=_("First-pass yield per station (Wilson 95%)"), title_justify="left")
+    table.add_column(_("Station"))
+    for name in (_("Inspected"), _("Passed"), "NG", "ERROR", _("Re-insp."), _("FPY (95% CI)"), _("Mean latency")):
         table.add_column(name, justify="right")
     for s in quality.stations:
         table.add_row(
@@ -77,49 +88,52 @@ def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5) -
             str(s.ng),
             str(s.error),
             str(s.reinspections),
-            _with_interval(s.fpy, s.interval, "undefined (no cells)"),
+            _with_interval(s.fpy, s.interval, undefined),
             _ms(s.mean_latency_ms),
         )
     console.print(table)
     final = quality.final
-    console.print(f"Rolled throughput yield: [bold]{_pct(quality.rty)}[/bold]  (product of station FPYs)")
-    console.print(
-        f"Final yield: [bold]{_with_interval(final.final_yield, final.interval, 'undefined (no cells)')}[/bold]"
-        f"  {final.ok} OK / {final.cells} cells, {final.ng} NG, {final.review} REVIEW"
-    )
+    console.print(_("Rolled throughput yield: {rty}  (product of station FPYs)").format(rty=_pct(quality.rty)))
+    console.print(_("Final yield: {value}  {ok} OK / {cells} cells, {ng} NG, {review} REVIEW").format(
+        value=_with_interval(final.final_yield, final.interval, undefined), ok=final.ok, cells=final.cells,
+        ng=final.ng, review=final.review))
     if quality.pareto:
-        pareto = Table(title=f"Defect Pareto (top {pareto_top} of {len(quality.pareto)})", title_justify="left")
-        for name in ("Category", "Kind", "Count", "Share", "Cumulative"):
-            pareto.add_column(name, justify="left" if name in ("Category", "Kind") else "right")
+        pareto = Table(title=_("Defect Pareto (top {top} of {n})").format(top=pareto_top, n=len(quality.pareto)),
+                       title_justify="left")
+        for index, name in enumerate((_("Category"), _("Kind"), _("Count"), _("Share"), _("Cumulative"))):
+            pareto.add_column(name, justify="left" if index < 2 else "right")
         for item in quality.pareto[:pareto_top]:
-            pareto.add_row(item.category, item.kind, str(item.count), _pct(item.share), _pct(item.cumulative_share))
+            pareto.add_row(item.category, _(item.kind), str(item.count), _pct(item.share), _pct(item.cumulative_share))
         console.print(pareto)
     else:
-        console.print("Defect Pareto: no NG or ERROR inspections.")
+        console.print(_("Defect Pareto: no NG or ERROR inspections."))
     chart = quality.pchart
     if chart.centre is None:
-        console.print("p-chart: no finished cells.")
+        console.print(_("p-chart: no finished cells."))
         return
-    head = f"p-chart of the reject rate: p̄ = {_pct(chart.centre, 2)}, {len(chart.subgroups)} {_chart_basis(chart)}"
-    signals = _signals(quality)
+    head = _("p-chart of the reject rate: p̄ = {centre}, {n} {basis}").format(
+        centre=_pct(chart.centre, 2), n=len(chart.subgroups), basis=_chart_basis(chart, loc))
+    signals = _signals(quality, loc)
     if not signals:
-        console.print(f"{head}: in control.")
+        console.print(_("{head}: in control.").format(head=head))
         return
-    out = Table(title=f"{head}: {len(signals)} out of control", title_justify="left")
-    for name in ("Subgroup", "n", "Rejects", "p", "LCL–UCL", "Signal"):
-        out.add_column(name, justify="right" if name in ("n", "Rejects", "p") else "left")
+    out = Table(title=_("{head}: {n} out of control").format(head=head, n=len(signals)), title_justify="left")
+    for index, name in enumerate((_("Subgroup"), "n", _("Rejects"), "p", "LCL–UCL", _("Signal"))):
+        out.add_column(name, justify="right" if index in (1, 2, 3) else "left")
     for label, n, rejects, p, limits, why in signals:
         out.add_row(label, str(n), str(rejects), p, limits, why, style="red")
     console.print(out)
 
 
-def print_genealogy(genealogy: Genealogy, console: Console) -> None:
+def print_genealogy(genealogy: Genealogy, console: Console, loc: Localizer | None = None) -> None:
     """One cell's history on a terminal."""
+    _ = _t(loc).gettext
     if not genealogy.found:
-        console.print(f"No records for cell {genealogy.cell_id!r}.")
+        console.print(_("No records for cell {cell}.").format(cell=repr(genealogy.cell_id)))
         return
-    table = Table(title=f"Genealogy of {genealogy.cell_id}", title_justify="left")
-    for name in ("Inspected at", "Run", "Seq", "Station", "Verdict", "Score", "Defect / reason", "Model"):
+    table = Table(title=_("Genealogy of {cell}").format(cell=genealogy.cell_id), title_justify="left")
+    for name in (_("Inspected at"), _("Run"), _("Seq"), _("Station"), _("Verdict"), _("Score"), _("Defect / reason"),
+                 _("Model")):
         table.add_column(name)
     for r in genealogy.inspections:
         why = r.reason.value if r.reason is not None else (r.defect_class or "")
@@ -129,16 +143,17 @@ def print_genealogy(genealogy: Genealogy, console: Console) -> None:
             str(r.sequence),
             r.station,
             r.verdict.value,
-            "n/a" if not math.isfinite(r.score) else f"{r.score:.3f}",
+            _("n/a") if not math.isfinite(r.score) else f"{r.score:.3f}",
             why,
             r.model_version,
             style=None if r.verdict is Verdict.OK else "red",
         )
     console.print(table)
     for c in genealogy.dispositions:
-        where = f" at {c.failed_station}" if c.failed_station else ""
+        where = " " + _("at {station}").format(station=c.failed_station) if c.failed_station else ""
         reason = f" ({c.reason.value})" if c.reason is not None else ""
-        console.print(f"run {c.run_id} #{c.sequence}: [bold]{c.disposition.value}[/bold]{where}{reason}")
+        run = _("run {number}").format(number=c.run_id)
+        console.print(f"{run} #{c.sequence}: [bold]{c.disposition.value}[/bold]{where}{reason}")
 
 
 # ------------------------------------------------------------------------------------------------- charts
@@ -146,10 +161,11 @@ def _note(text: str) -> str:
     return f"<div><p class='note'>{escape(text)}</p></div>"
 
 
-def _fpy_figure(quality: LineQuality) -> str:
+def _fpy_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
     defined = [s for s in quality.stations if s.fpy is not None and s.interval is not None]
     if not defined:
-        return _note("No station has inspected a cell: FPY undefined.")
+        return _note(_("No station has inspected a cell: FPY undefined."))
     fpy = [s.fpy or 0.0 for s in defined]
     low = [f - s.interval[0] for f, s in zip(fpy, defined, strict=True) if s.interval]
     high = [s.interval[1] - f for f, s in zip(fpy, defined, strict=True) if s.interval]
@@ -162,7 +178,7 @@ def _fpy_figure(quality: LineQuality) -> str:
             text=[_pct(f) for f in fpy],
             textposition="inside",
             customdata=[[s.inspected, s.passed, _interval(s.interval)] for s in defined],
-            hovertemplate="%{x}<br>FPY %{y:.1%} (95%: %{customdata[2]})<br>%{customdata[1]} of %{customdata[0]}"
+            hovertemplate="%{x}<br>FPY %{y:.1%} (95%: %{customdata[2]})<br>%{customdata[1]} / %{customdata[0]}"
             "<extra></extra>",
         )
     )
@@ -174,24 +190,25 @@ def _fpy_figure(quality: LineQuality) -> str:
             annotation_text=f"RTY {_pct(quality.rty)}",
             annotation_position="bottom left",
         )
-    fig.update_layout(title="FPY per station, Wilson 95%", showlegend=False)
+    fig.update_layout(title=_("FPY per station, Wilson 95%"), showlegend=False)
     fig.update_yaxes(range=[0, 1.05], tickformat=".0%", title="FPY")
     return figure_html(fig)
 
 
-def _pareto_figure(quality: LineQuality) -> str:
+def _pareto_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
     items = quality.pareto
     if not items:
-        return _note("No NG or ERROR inspections: nothing to rank.")
+        return _note(_("No NG or ERROR inspections: nothing to rank."))
     names = [i.category for i in items]
     fig = go.Figure()
     fig.add_bar(
         x=names,
         y=[i.count for i in items],
         marker_color=[_DEFECT if i.kind == "defect" else _REASON for i in items],
-        customdata=[[i.kind, ", ".join(f"{s}: {n}" for s, n in i.by_station)] for i in items],
-        hovertemplate="%{x} (%{customdata[0]})<br>%{y} inspections<br>%{customdata[1]}<extra></extra>",
-        name="count",
+        customdata=[[_(i.kind), ", ".join(f"{s}: {n}" for s, n in i.by_station)] for i in items],
+        hovertemplate="%{x} (%{customdata[0]})<br>%{y}<br>%{customdata[1]}<extra></extra>",
+        name=_("count"),
     )
     fig.add_scatter(
         x=names,
@@ -199,15 +216,15 @@ def _pareto_figure(quality: LineQuality) -> str:
         yaxis="y2",
         mode="lines+markers",
         line_color=_BAD,
-        name="cumulative %",
-        hovertemplate="%{y:.1f}% cumulative<extra></extra>",
+        name=_("cumulative %"),
+        hovertemplate="%{y:.1f}%<extra></extra>",
     )
     fig.add_hline(y=80, yref="y2", line_dash="dot", line_color="#98a2b3")
     fig.update_layout(
-        title="Defect Pareto (blue: model's defect class, orange: line's ERROR/REVIEW reason)",
-        yaxis={"title": "non-OK inspections", "rangemode": "tozero"},
+        title=_("Defect Pareto (blue: model's defect class, orange: line's ERROR/REVIEW reason)"),
+        yaxis={"title": _("non-OK inspections"), "rangemode": "tozero"},
         yaxis2={
-            "title": "cumulative %",
+            "title": _("cumulative %"),
             "overlaying": "y",
             "side": "right",
             "range": [0, 105],
@@ -221,10 +238,11 @@ def _pareto_figure(quality: LineQuality) -> str:
     return figure_html(fig, width=_WIDE, height=460)
 
 
-def _pchart_figure(quality: LineQuality) -> str:
+def _pchart_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
     chart = quality.pchart
     if chart.centre is None:
-        return _note("No finished cells: no p-chart.")
+        return _note(_("No finished cells: no p-chart."))
     groups = chart.subgroups
     x = [s.index for s in groups]
     labels = [s.label for s in groups]
@@ -244,12 +262,12 @@ def _pchart_figure(quality: LineQuality) -> str:
         line_color=_DEFECT,
         marker={"size": 6},
         customdata=custom,
-        hovertemplate="%{customdata[0]}<br>p = %{y:.2%} (%{customdata[1]} of %{customdata[2]})<extra></extra>",
-        name="reject rate",
+        hovertemplate="%{customdata[0]}<br>p = %{y:.2%} (%{customdata[1]} / %{customdata[2]})<extra></extra>",
+        name=_("reject rate"),
     )
     for name, pick, color, symbol in [
-        (f"run of ≥{chart.run_length}", lambda s: s.in_run and not s.beyond_limits, _RUN, "diamond"),
-        ("beyond limits", lambda s: s.beyond_limits, _BAD, "x"),
+        (_("run of ≥{n}").format(n=chart.run_length), lambda s: s.in_run and not s.beyond_limits, _RUN, "diamond"),
+        (_("beyond limits"), lambda s: s.beyond_limits, _BAD, "x"),
     ]:
         flagged = [s for s in groups if pick(s)]
         if flagged:
@@ -264,23 +282,25 @@ def _pchart_figure(quality: LineQuality) -> str:
             )
     step = max(1, len(groups) // 12)
     fig.update_layout(
-        title=f"p-chart of the reject rate (NG or REVIEW), {_chart_basis(chart)}",
+        title=_("p-chart of the reject rate (NG or REVIEW), {basis}").format(basis=_chart_basis(chart, loc)),
         legend={"orientation": "h", "y": -0.3},
-        xaxis={"tickmode": "array", "tickvals": x[::step], "ticktext": labels[::step], "title": "subgroup"},
+        xaxis={"tickmode": "array", "tickvals": x[::step], "ticktext": labels[::step], "title": _("subgroup")},
     )
-    fig.update_yaxes(tickformat=".0%", title="reject rate", rangemode="tozero")
+    fig.update_yaxes(tickformat=".0%", title=_("reject rate"), rangemode="tozero")
     return figure_html(fig, width=_WIDE, height=480)
 
 
 # ------------------------------------------------------------------------------------------------- tables
-def _station_table(quality: LineQuality) -> str:
+def _station_table(quality: LineQuality, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
     head = "".join(
-        f"<th>{h}</th>"
-        for h in ("Station", "Inspected", "Passed", "NG", "ERROR", "Re-insp.", "FPY", "95% CI", "Mean / p95 latency")
+        f"<th>{escape(h)}</th>"
+        for h in (_("Station"), _("Inspected"), _("Passed"), "NG", "ERROR", _("Re-insp."), "FPY", _("95% CI"),
+                  _("Mean / p95 latency"))
     )
     rows = []
     for s in quality.stations:
-        fpy = "undefined (no cells)" if s.fpy is None else _pct(s.fpy)
+        fpy = escape(_("undefined (no cells)")) if s.fpy is None else _pct(s.fpy)
         latency = f"{_ms(s.mean_latency_ms)} / {_ms(s.p95_latency_ms)}"
         nums = (s.inspected, s.passed, s.ng, s.error, s.reinspections)
         rows.append(
@@ -290,22 +310,26 @@ def _station_table(quality: LineQuality) -> str:
             f"<td class='num'>{latency}</td></tr>"
         )
     final = quality.final
+    counts = _("{ok} OK of {cells} cells · {ng} NG · {review} REVIEW").format(
+        ok=final.ok, cells=final.cells, ng=final.ng, review=final.review)
     summary = (
-        f"<tr><th>Rolled throughput yield</th><td class='num'>{_pct(quality.rty)}</td>"
-        "<td class='note'>product of the station FPYs: first time through every station</td></tr>"
-        f"<tr><th>Final yield</th><td class='num'>{_with_interval(final.final_yield, final.interval, 'undefined')}"
-        f"</td><td class='note'>{final.ok} OK of {final.cells} cells · {final.ng} NG · {final.review} REVIEW</td></tr>"
+        "<tr><th>" + escape(_("Rolled throughput yield")) + f"</th><td class='num'>{_pct(quality.rty)}</td>"
+        "<td class='note'>" + escape(_("product of the station FPYs: first time through every station")) + "</td></tr>"
+        "<tr><th>" + escape(_("Final yield")) + "</th><td class='num'>"
+        + escape(_with_interval(final.final_yield, final.interval, _("undefined")))
+        + f"</td><td class='note'>{escape(counts)}</td></tr>"
     )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table><table>{summary}</table>"
 
 
-def _signals_table(quality: LineQuality) -> str:
-    signals = _signals(quality)
+def _signals_table(quality: LineQuality, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
+    signals = _signals(quality, loc)
     if quality.pchart.centre is None:
         return ""
     if not signals:
-        return "<p class='note'>No subgroup out of control.</p>"
-    head = "".join(f"<th>{h}</th>" for h in ("Subgroup", "n", "Rejects", "p", "LCL–UCL", "Signal"))
+        return "<p class='note'>" + escape(_("No subgroup out of control.")) + "</p>"
+    head = "".join(f"<th>{escape(h)}</th>" for h in (_("Subgroup"), "n", _("Rejects"), "p", "LCL–UCL", _("Signal")))
     rows = "".join(
         f"<tr><td>{escape(label)}</td><td class='num'>{n}</td><td class='num'>{d}</td><td class='num bad'>{p}</td>"
         f"<td class='num'>{limits}</td><td>{escape(why)}</td></tr>"
@@ -314,18 +338,20 @@ def _signals_table(quality: LineQuality) -> str:
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
-def _genealogy_html(genealogy: Genealogy) -> str:
-    title = f"<h2>Genealogy of {escape(genealogy.cell_id)}</h2>"
+def _genealogy_html(genealogy: Genealogy, loc: Localizer | None = None) -> str:
+    _ = _t(loc).gettext
+    title = "<h2>" + escape(_("Genealogy of {cell}").format(cell=genealogy.cell_id)) + "</h2>"
     if not genealogy.found:
-        return title + "<p class='note'>No records for this cell ID.</p>"
+        return title + "<p class='note'>" + escape(_("No records for this cell ID.")) + "</p>"
     head = "".join(
-        f"<th>{h}</th>"
-        for h in ("Inspected at", "Run", "Seq", "Station", "Verdict", "Score", "Defect", "Reason", "Model", "Latency")
+        f"<th>{escape(h)}</th>"
+        for h in (_("Inspected at"), _("Run"), _("Seq"), _("Station"), _("Verdict"), _("Score"), _("Defect"),
+                  _("Reason"), _("Model"), _("Latency"))
     )
     rows = []
     for r in genealogy.inspections:
         css = "ok" if r.verdict is Verdict.OK else "bad"
-        score = "n/a" if not math.isfinite(r.score) else f"{r.score:.3f}"
+        score = _("n/a") if not math.isfinite(r.score) else f"{r.score:.3f}"
         cells = (
             r.inspected_at.isoformat(sep=" ", timespec="seconds"),
             r.run_id,
@@ -347,42 +373,52 @@ def _genealogy_html(genealogy: Genealogy) -> str:
         f"<td>{escape(c.finished_at.isoformat(sep=' ', timespec='seconds'))}</td></tr>"
         for c in genealogy.dispositions
     )
-    fate_head = "".join(f"<th>{h}</th>" for h in ("Run", "Seq", "Disposition", "Failed station", "Reason", "Finished"))
-    fate_table = f"<table><tr>{fate_head}</tr>{fates}</table>" if fates else "<p class='note'>Not finished.</p>"
-    return f"{title}<table><tr>{head}</tr>{''.join(rows)}</table><h3>Dispositions</h3>{fate_table}"
+    fate_head = "".join(f"<th>{escape(h)}</th>" for h in (_("Run"), _("Seq"), _("Disposition"), _("Failed station"),
+                                                           _("Reason"), _("Finished")))
+    not_finished = "<p class='note'>" + escape(_("Not finished.")) + "</p>"
+    fate_table = f"<table><tr>{fate_head}</tr>{fates}</table>" if fates else not_finished
+    dispositions = escape(_("Dispositions"))
+    return f"{title}<table><tr>{head}</tr>{''.join(rows)}</table><h3>{dispositions}</h3>{fate_table}"
 
 
 # ----------------------------------------------------------------------------------------------- outputs
 def render_quality_html(
     quality: LineQuality, genealogy: Genealogy | None = None, title: str = "cellsight line quality",
-    extra_html: str = "",
+    extra_html: str = "", loc: Localizer | None = None,
 ) -> str:
     """The whole page as a string: station table, FPY bars, Pareto, p-chart, optional genealogy."""
+    loc = _t(loc)
+    _ = loc.gettext
     stations = " → ".join(s.station for s in quality.stations)
-    subtitle = f"{quality.inspections} inspections · {quality.final.cells} finished cells · line: {stations}"
+    subtitle = _("{inspections} inspections · {cells} finished cells · line: {stations}").format(
+        inspections=quality.inspections, cells=quality.final.cells, stations=stations)
+    control = _(
+        "p-chart with 3-sigma limits per subgroup size; signals: a point beyond a limit (Western Electric rule 1) "
+        "and {n} points in a row on one side of the centre line (run rule)."
+    ).format(n=quality.pchart.run_length)
     return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<!DOCTYPE html><html lang='{escape(loc.html_lang)}'><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title><style>{_CSS}</style>{plotly_script_tag()}</head><body>"
         f"<h1>{escape(title)}</h1><p class='sub'>{escape(subtitle)}</p>"
-        f"<h2>Yield</h2><p class='note'>FPY: cells OK at their first inspection at a station / cells that entered "
-        "it (ERROR is not a pass; re-inspections do not count).</p>"
-        f"<div class='plots'>{_fpy_figure(quality)}<div>{_station_table(quality)}</div></div>"
-        f"<h2>Defect Pareto</h2>{_pareto_figure(quality)}"
-        f"<h2>Reject rate control chart</h2><p class='note'>p-chart with 3-sigma limits per subgroup size; "
-        f"signals: a point beyond a limit (Western Electric rule 1) and {quality.pchart.run_length} points in a "
-        f"row on one side of the centre line (run rule).</p>{_pchart_figure(quality)}{_signals_table(quality)}"
-        f"{extra_html}{_genealogy_html(genealogy) if genealogy is not None else ''}</body></html>"
+        "<h2>" + escape(_("Yield")) + "</h2><p class='note'>"
+        + escape(_("FPY: cells OK at their first inspection at a station / cells that entered it (ERROR is not a "
+                   "pass; re-inspections do not count)."))
+        + f"</p><div class='plots'>{_fpy_figure(quality, loc)}<div>{_station_table(quality, loc)}</div></div>"
+        + "<h2>" + escape(_("Defect Pareto")) + f"</h2>{_pareto_figure(quality, loc)}"
+        + "<h2>" + escape(_("Reject rate control chart")) + f"</h2><p class='note'>{escape(control)}</p>"
+        f"{_pchart_figure(quality, loc)}{_signals_table(quality, loc)}"
+        f"{extra_html}{_genealogy_html(genealogy, loc) if genealogy is not None else ''}</body></html>"
     )
 
 
 def write_quality_html(
     quality: LineQuality, path: str | Path, genealogy: Genealogy | None = None, title: str = "cellsight line quality",
-    extra_html: str = "",
+    extra_html: str = "", loc: Localizer | None = None,
 ) -> Path:
     """One self-contained HTML file (plotly.js embedded) that opens offline; `extra_html` is already escaped."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_quality_html(quality, genealogy, title, extra_html), encoding="utf-8")
+    target.write_text(render_quality_html(quality, genealogy, title, extra_html, loc), encoding="utf-8")
     return target
 
 

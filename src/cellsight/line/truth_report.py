@@ -97,7 +97,7 @@ def period_label(period: str, loc: Localizer) -> str:
         return _("run {number}").format(number=period.removeprefix("run "))
     day, _sep, shift = period.partition(" ")
     shown = loc.date(date.fromisoformat(day))
-    return f"{shown} {_(shift)}" if shift else shown
+    return shown + " " + _(shift) if shift else shown
 
 
 def rate_text(rate: RateWithInterval, loc: Localizer) -> str:
@@ -191,10 +191,11 @@ def truth_costs_html(report: TruthCosts, loc: Localizer | None = None) -> str:
     heads = "".join(f"<th>{escape(h)}</th>" for h in (_("scope"), _("truth"), _("escape"), _("overkill"),
                                                      _("good to review")))
     section = (
-        f"<h2>{escape(_('Against truth'))}</h2><p class='note'>"
+        "<h2>" + escape(_("Against truth")) + "</h2><p class='note'>"
         + escape(_("Escape: defective cells passed / defective cells; overkill: good cells rejected NG / good "
                    "cells; Wilson 95% intervals."))
-        + f"</p><table><tr>{heads}</tr>{rows}</table><h3>{escape(_('Line confusion matrix (cells)'))}</h3>{matrix}"
+        + f"</p><table><tr>{heads}</tr>{rows}</table><h3>" + escape(_("Line confusion matrix (cells)"))
+        + f"</h3>{matrix}"
         f"<p class='note'>{escape(sampled_sentence(report.sampled, loc))}</p>"
         f"<p class='note'>{escape(naming_sentence(report.naming, loc))}</p>"
     )
