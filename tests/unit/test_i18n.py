@@ -88,6 +88,7 @@ def test_no_marked_string_hides_inside_an_f_string() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
                 for inner in ast.walk(node):
-                    if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id in ("_", "N_"):
-                        hidden.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+                    called = inner.func if isinstance(inner, ast.Call) else None
+                    if isinstance(called, ast.Name) and called.id in ("_", "N_"):
+                        hidden.append(f"{path.relative_to(ROOT)}:{called.lineno}")
     assert not hidden, f"move these out of their f-strings: {hidden}"
