@@ -209,3 +209,39 @@ def truth_costs_html(report: TruthCosts, loc: Localizer | None = None) -> str:
     )
     title = _("Cost of quality and energy ({currency})").format(currency=report.currency)
     return section + f"<h2>{escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+# ----------------------------------------------------------------------------------------------- display
+def truth_costs_display(report: TruthCosts, loc: Localizer | None = None) -> dict[str, Any]:
+    """The panel as text in one locale (tables of strings): the dashboard shows it as is, with textContent."""
+    loc = loc or localizer()
+    _ = loc.gettext
+    truth_head = [_("scope"), _("truth"), _("escape"), _("overkill"), _("good to review")]
+    truth_rows = [
+        [_scope(r.scope, loc), f"{loc.number(r.with_truth)}/{loc.number(r.inspected)}", rate_text(r.escape, loc),
+         rate_text(r.overkill, loc), rate_text(r.good_to_review, loc)]
+        for r in (*report.stations, report.line)
+    ]
+    c = report.line.confusion
+    display: dict[str, Any] = {
+        "locale": loc.locale,
+        "title": _("Against truth: escape = defective passed, overkill = good NG (Wilson 95%)"),
+        "truth": {"head": truth_head, "rows": truth_rows},
+        "confusion_title": _("Line confusion matrix (cells)"),
+        "confusion": {"head": [_("truth / call"), *CALLS],
+                      "rows": [[_("good"), *map(loc.number, c.good)], [_("defective"), *map(loc.number, c.defective)]]},
+        "sampled": sampled_sentence(report.sampled, loc),
+        "naming": naming_sentence(report.naming, loc),
+        "costs": None,
+    }
+    if report.run_costs is not None and report.currency is not None:
+        periods = (report.run_costs, *report.per_day, *report.per_shift)
+        display["costs"] = {
+            "title": _("Cost of quality and energy ({currency})").format(currency=report.currency),
+            "head": ["", *(period_label(p.period, loc) for p in periods)],
+            "rows": [[label, *(value(p) for p in periods)] for label, value in _cost_rows(loc, report.currency)],
+        }
+    else:
+        display["costs_missing"] = _(
+            "no cost model in the line configuration (add costs: for cost of quality and energy)")
+    return display

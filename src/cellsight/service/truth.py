@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from cellsight.line.truth_report import run_truth_costs
+from cellsight.i18n import localizer, negotiate
+from cellsight.line.truth_report import run_truth_costs, truth_costs_display
 from cellsight.service.auth import Principal, Role, require
 from cellsight.service.state import Service, get_service
 from cellsight.storage.records import TruthSource
@@ -37,7 +38,11 @@ class TruthOut(BaseModel):
 
 
 @router.get("/truth", tags=["traceability"])
-async def truth(_: Viewer, service: ServiceDep, run_id: int | None = None) -> dict[str, Any]:
+async def truth(
+    _: Viewer, service: ServiceDep, run_id: int | None = None,
+    lang: Annotated[str | None, Query(pattern=r"^[A-Za-z_-]{2,12}$", description="adds `display`: the panel as "
+                                      "text in this language (en, zh_CN, de)")] = None,
+) -> dict[str, Any]:
     """Escape/overkill against truth per station and line (Wilson 95%), confusion matrix, sampled estimate,
     and cost of quality, energy and CO2e per run, shift and day (default run: the latest line run with cells)."""
     run = run_id if run_id is not None else _default_run(service)
@@ -45,7 +50,10 @@ async def truth(_: Viewer, service: ServiceDep, run_id: int | None = None) -> di
         report = await run_in_threadpool(run_truth_costs, service.trace, service.config, run)
     except KeyError as exc:
         raise HTTPException(404, f"run {run} is not in the store") from exc
-    return {"run_id": run, **report.to_json_dict()}
+    data = {"run_id": run, **report.to_json_dict()}
+    if lang is not None:
+        data["display"] = truth_costs_display(report, localizer(negotiate(None, lang)))
+    return data
 
 
 @router.post("/inspections/{inspection_id}/truth", response_model=TruthOut, tags=["review"])

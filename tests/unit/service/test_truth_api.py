@@ -32,4 +32,8 @@ def test_truth_from_reviews_and_audits_shows_in_the_rates(running: Running, mode
     assert dict(can["sources"]) == {"audit": 1, "review": 1}
     assert figures["currency"] is None and figures["run_costs"] is None  # this line has no cost model
     assert run.client.get("/v1/truth?run_id=999", headers=run.auth("viewer")).status_code == 404
+    shown = run.client.get(f"/v1/truth?run_id={run.service.run_id}&lang=de", headers=run.auth("viewer")).json()
+    display = shown["display"]
+    assert display["locale"] == "de" and display["truth"]["head"][2] == "Durchschlupf"
+    assert display["truth"]["rows"][-1][0] == "Linie" and display["costs"] is None
     assert run.client.get("/v1/truth").status_code == 401
