@@ -14,7 +14,7 @@ from rich.table import Table
 
 from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console, fail
-from cellsight.i18n import localizer, terminal_locale
+from cellsight.i18n import Localizer, localizer, terminal_locale
 from cellsight.line.config import LineConfig, LineConfigError, load_line_config
 from cellsight.line.quality import genealogy, line_quality
 from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
@@ -38,8 +38,12 @@ def run(
     cells: Annotated[int | None, typer.Option(help="Stop once the run holds this many cells.")] = None,
     new_run: Annotated[bool, typer.Option(help="Start a new run even if the last one did not finish.")] = False,
     db: DatabaseOption = None,
+    lang: Annotated[
+        str | None, typer.Option(help="Language of the output: en, zh_CN, de (default: from LANG).")
+    ] = None,
 ) -> None:
     """Move cells through the stations at the takt; every verdict is committed before it is shown."""
+    loc = localizer(terminal_locale(lang))
     line_config, sha = _load(config, db)
     stop_requested: list[int] = []
 
@@ -50,11 +54,11 @@ def run(
     try:
         with TraceStore.open(line_config.database) as store:
             runtime = LineRuntime(line_config, sha, store)
-            summary = _run_with_progress(runtime, cells, new_run, lambda: bool(stop_requested))
+            summary = _run_with_progress(runtime, cells, new_run, lambda: bool(stop_requested), loc)
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
-    _print_summary(line_config, summary)
+    _print_summary(line_config, summary, loc)
 
 
 @line_app.command("report")
@@ -81,7 +85,8 @@ def report(
         cell_genealogy = genealogy(cell, store.inspections(cell_id=cell), store.cells(cell_id=cell)) if cell else None
         truth = run_truth_costs(store, line_config, run.id)
     loc = localizer(terminal_locale(lang))
-    console.print(f"line {line_config.line}, run {run.id} ({run.status}), started {run.started_at:%Y-%m-%d %H:%M} UTC")
+    console.print(loc.gettext("line {line}, run {run} ({status}), started {started}").format(
+        line=line_config.line, run=run.id, status=run.status, started=loc.datetime(run.started_at)))
     print_quality(quality, console, loc=loc)
     print_truth_costs(truth, console, loc)
     if cell_genealogy is not None:
@@ -89,10 +94,10 @@ def report(
     if html is not None:
         write_quality_html(quality, html, genealogy=cell_genealogy, title=f"{line_config.line}: run {run.id}",
                            extra_html=truth_costs_html(truth, loc), loc=loc)
-        console.print(f"HTML report: {html}")
+        console.print(loc.gettext("HTML report: {path}").format(path=html))
     if json_out is not None:
         write_quality_json(quality, json_out, genealogy=cell_genealogy, extra={"truth": truth.to_json_dict()})
-        console.print(f"JSON figures: {json_out}")
+        console.print(loc.gettext("JSON figures: {path}").format(path=json_out))
 
 
 def _load(path: Path, db: str | None) -> tuple[LineConfig, str]:
@@ -106,41 +111,43 @@ def _load(path: Path, db: str | None) -> tuple[LineConfig, str]:
 
 
 def _run_with_progress(
-    runtime: LineRuntime, cells: int | None, new_run: bool, should_stop: Callable[[], bool]
+    runtime: LineRuntime, cells: int | None, new_run: bool, should_stop: Callable[[], bool], loc: Localizer
 ) -> LineSummary:
+    _ = loc.gettext
     total = cells or runtime.config.cells
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[live]}"), console=console,
     ) as bar:
-        task = bar.add_task(f"line {runtime.config.line}", total=total, live="")
+        task = bar.add_task(_("line {line}").format(line=runtime.config.line), total=total, live="")
+        live = _("yield {fraction}  NG {ng}  review {review}")
 
         def on_cell(progress: LineProgress) -> None:
             d = progress.dispositions
-            bar.update(
-                task, advance=1,
-                live=f"yield {progress.yield_fraction:.1%}  NG {d[Disposition.NG]}  review {d[Disposition.REVIEW]}",
-            )
+            bar.update(task, advance=1, live=live.format(
+                fraction=loc.percent(progress.yield_fraction), ng=d[Disposition.NG], review=d[Disposition.REVIEW]))
 
         return runtime.run(cells, new_run=new_run, on_cell=on_cell, should_stop=should_stop)
 
 
-def _print_summary(config: LineConfig, summary: LineSummary) -> None:
+def _print_summary(config: LineConfig, summary: LineSummary, loc: Localizer) -> None:
+    _ = loc.gettext
     p = summary.progress
-    table = Table(title=f"line {config.line}: run {summary.run_id}")
-    for column in ("cells", "OK", "NG", "review", "yield", "cells/min", "late for takt"):
+    table = Table(title=_("line {line}: run {run}").format(line=config.line, run=summary.run_id))
+    for column in (_("cells"), "OK", "NG", _("review"), _("yield"), _("cells/min"), _("late for takt")):
         table.add_column(column, justify="right")
     table.add_row(
-        str(p.cells), str(p.dispositions[Disposition.OK]), str(p.dispositions[Disposition.NG]),
-        str(p.dispositions[Disposition.REVIEW]), f"{p.yield_fraction:.1%}", f"{summary.cells_per_minute:.0f}",
-        str(p.late_cells),
+        loc.number(p.cells), loc.number(p.dispositions[Disposition.OK]), loc.number(p.dispositions[Disposition.NG]),
+        loc.number(p.dispositions[Disposition.REVIEW]), loc.percent(p.yield_fraction),
+        loc.number(summary.cells_per_minute), loc.number(p.late_cells),
     )
     console.print(table)
     if summary.resumed_from:
-        console.print(f"resumed run {summary.run_id} at cell {summary.resumed_from}")
+        console.print(_("resumed run {run} at cell {cell}").format(run=summary.run_id, cell=summary.resumed_from))
     if summary.stopped_early:
-        console.print(f"stopped: {summary.stopped_early}")
+        console.print(_("stopped: {why}").format(why=summary.stopped_early))
     times = summary.times.as_dict()
     spent = sum(times.values()) or 1.0
-    stages = ", ".join(f"{k.removesuffix('_ms')} {v / 1000:.1f} s ({v / spent:.0%})" for k, v in times.items())
-    console.print(f"time per stage: {stages}")
+    stages = ", ".join(f"{k.removesuffix('_ms')} {loc.number(v / 1000, 1)} s ({loc.percent(v / spent, 0)})"
+                       for k, v in times.items())
+    console.print(_("time per stage: {stages}").format(stages=stages))
