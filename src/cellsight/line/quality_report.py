@@ -28,24 +28,26 @@ _DEFECT, _REASON, _BAD, _RUN = "#2e6fba", "#d97706", "#b42318", "#f59e0b"
 _KINDS = (N_("defect"), N_("reason"))  # a Pareto bar's kind, shown translated
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}%"
+def _t(loc: Localizer | None) -> Localizer:
+    return loc or localizer()
 
 
-def _interval(interval: tuple[float, float] | None) -> str:
-    return "" if interval is None else f"{_pct(interval[0])}–{_pct(interval[1])}"
+def _pct(value: float | None, digits: int = 1, loc: Localizer | None = None) -> str:
+    return _t(loc).percent(value if value is None or math.isfinite(value) else None, digits)
+
+
+def _interval(interval: tuple[float, float] | None, loc: Localizer | None = None) -> str:
+    return "" if interval is None else f"{_pct(interval[0], loc=loc)}–{_pct(interval[1], loc=loc)}"
 
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} ms"
 
 
-def _t(loc: Localizer | None) -> Localizer:
-    return loc or localizer()
-
-
-def _with_interval(value: float | None, interval: tuple[float, float] | None, empty: str) -> str:
-    return empty if value is None else f"{_pct(value)} ({_interval(interval)})"
+def _with_interval(
+    value: float | None, interval: tuple[float, float] | None, empty: str, loc: Localizer | None = None
+) -> str:
+    return empty if value is None else f"{_pct(value, loc=loc)} ({_interval(interval, loc)})"
 
 
 def _signals(quality: LineQuality, loc: Localizer | None = None) -> list[tuple[str, int, int, str, str, str]]:
@@ -60,7 +62,8 @@ def _signals(quality: LineQuality, loc: Localizer | None = None) -> list[tuple[s
             above = chart.centre is not None and s.p > chart.centre
             text = _("run of ≥{n} above centre") if above else _("run of ≥{n} below centre")
             why.append(text.format(n=chart.run_length))
-        rows.append((s.label, s.n, s.rejects, _pct(s.p), f"{_pct(s.lcl)}–{_pct(s.ucl)}", ", ".join(why)))
+        limits = f"{_pct(s.lcl, loc=loc)}–{_pct(s.ucl, loc=loc)}"
+        rows.append((s.label, s.n, s.rejects, _pct(s.p, loc=loc), limits, ", ".join(why)))
     return rows
 
 
@@ -88,14 +91,14 @@ def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5, l
             str(s.ng),
             str(s.error),
             str(s.reinspections),
-            _with_interval(s.fpy, s.interval, undefined),
+            _with_interval(s.fpy, s.interval, undefined, loc=loc),
             _ms(s.mean_latency_ms),
         )
     console.print(table)
     final = quality.final
-    console.print(_("Rolled throughput yield: {rty}  (product of station FPYs)").format(rty=_pct(quality.rty)))
+    console.print(_("Rolled throughput yield: {rty}  (product of station FPYs)").format(rty=_pct(quality.rty, loc=loc)))
     console.print(_("Final yield: {value}  {ok} OK / {cells} cells, {ng} NG, {review} REVIEW").format(
-        value=_with_interval(final.final_yield, final.interval, undefined), ok=final.ok, cells=final.cells,
+        value=_with_interval(final.final_yield, final.interval, undefined, loc=loc), ok=final.ok, cells=final.cells,
         ng=final.ng, review=final.review))
     if quality.pareto:
         pareto = Table(title=_("Defect Pareto (top {top} of {n})").format(top=pareto_top, n=len(quality.pareto)),
@@ -103,7 +106,8 @@ def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5, l
         for index, name in enumerate((_("Category"), _("Kind"), _("Count"), _("Share"), _("Cumulative"))):
             pareto.add_column(name, justify="left" if index < 2 else "right")
         for item in quality.pareto[:pareto_top]:
-            pareto.add_row(item.category, _(item.kind), str(item.count), _pct(item.share), _pct(item.cumulative_share))
+            pareto.add_row(item.category, _(item.kind), str(item.count), _pct(item.share, loc=loc),
+                           _pct(item.cumulative_share, loc=loc))
         console.print(pareto)
     else:
         console.print(_("Defect Pareto: no NG or ERROR inspections."))
@@ -112,7 +116,7 @@ def print_quality(quality: LineQuality, console: Console, pareto_top: int = 5, l
         console.print(_("p-chart: no finished cells."))
         return
     head = _("p-chart of the reject rate: p̄ = {centre}, {n} {basis}").format(
-        centre=_pct(chart.centre, 2), n=len(chart.subgroups), basis=_chart_basis(chart, loc))
+        centre=_pct(chart.centre, 2, loc=loc), n=len(chart.subgroups), basis=_chart_basis(chart, loc))
     signals = _signals(quality, loc)
     if not signals:
         console.print(_("{head}: in control.").format(head=head))
@@ -175,9 +179,9 @@ def _fpy_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
             y=fpy,
             marker_color=_DEFECT,
             error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "color": "#1d2430"},
-            text=[_pct(f) for f in fpy],
+            text=[_pct(f, loc=loc) for f in fpy],
             textposition="inside",
-            customdata=[[s.inspected, s.passed, _interval(s.interval)] for s in defined],
+            customdata=[[s.inspected, s.passed, _interval(s.interval, loc=loc)] for s in defined],
             hovertemplate="%{x}<br>FPY %{y:.1%} (95%: %{customdata[2]})<br>%{customdata[1]} / %{customdata[0]}"
             "<extra></extra>",
         )
@@ -187,7 +191,7 @@ def _fpy_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
             y=quality.rty,
             line_dash="dash",
             line_color=_BAD,
-            annotation_text=f"RTY {_pct(quality.rty)}",
+            annotation_text=f"RTY {_pct(quality.rty, loc=loc)}",
             annotation_position="bottom left",
         )
     fig.update_layout(title=_("FPY per station, Wilson 95%"), showlegend=False)
@@ -254,7 +258,7 @@ def _pchart_figure(quality: LineQuality, loc: Localizer | None = None) -> str:
     fig.add_scatter(
         x=x, y=[s.lcl for s in groups], mode="lines", line={"shape": "hvh", "dash": "dash", "color": _BAD}, name="LCL"
     )
-    fig.add_hline(y=chart.centre, line_color="#067647", annotation_text=f"p̄ {_pct(chart.centre, 2)}")
+    fig.add_hline(y=chart.centre, line_color="#067647", annotation_text=f"p̄ {_pct(chart.centre, 2, loc=loc)}")
     fig.add_scatter(
         x=x,
         y=[s.p for s in groups],
@@ -300,23 +304,23 @@ def _station_table(quality: LineQuality, loc: Localizer | None = None) -> str:
     )
     rows = []
     for s in quality.stations:
-        fpy = escape(_("undefined (no cells)")) if s.fpy is None else _pct(s.fpy)
+        fpy = escape(_("undefined (no cells)")) if s.fpy is None else _pct(s.fpy, loc=loc)
         latency = f"{_ms(s.mean_latency_ms)} / {_ms(s.p95_latency_ms)}"
         nums = (s.inspected, s.passed, s.ng, s.error, s.reinspections)
         rows.append(
             f"<tr><td>{escape(s.station)}</td>"
             + "".join(f"<td class='num'>{v}</td>" for v in nums)
-            + f"<td class='num'>{fpy}</td><td class='num'>{_interval(s.interval)}</td>"
+            + f"<td class='num'>{fpy}</td><td class='num'>{_interval(s.interval, loc=loc)}</td>"
             f"<td class='num'>{latency}</td></tr>"
         )
     final = quality.final
     counts = _("{ok} OK of {cells} cells · {ng} NG · {review} REVIEW").format(
         ok=final.ok, cells=final.cells, ng=final.ng, review=final.review)
     summary = (
-        "<tr><th>" + escape(_("Rolled throughput yield")) + f"</th><td class='num'>{_pct(quality.rty)}</td>"
+        "<tr><th>" + escape(_("Rolled throughput yield")) + f"</th><td class='num'>{_pct(quality.rty, loc=loc)}</td>"
         "<td class='note'>" + escape(_("product of the station FPYs: first time through every station")) + "</td></tr>"
         "<tr><th>" + escape(_("Final yield")) + "</th><td class='num'>"
-        + escape(_with_interval(final.final_yield, final.interval, _("undefined")))
+        + escape(_with_interval(final.final_yield, final.interval, _("undefined"), loc=loc))
         + f"</td><td class='note'>{escape(counts)}</td></tr>"
     )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table><table>{summary}</table>"
