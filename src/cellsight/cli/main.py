@@ -171,6 +171,9 @@ def evaluate(
     html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report.")] = None,
     split: Annotated[str, typer.Option(help="Which split to evaluate on.")] = "test",
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
+    lang: Annotated[
+        str | None, typer.Option(help="Language of the HTML report: en, zh_CN, de (default: from LANG).")
+    ] = None,
 ) -> None:
     """Score a labelled split: AUROC, AP, F1max, escape and overkill with 95% intervals, report."""
     from cellsight.data.sources import load_dataset
@@ -201,7 +204,9 @@ def evaluate(
         report.write_json(json_out)
         console.print(f"wrote {json_out}")
     if html_out is not None:
-        write_evaluation_html(report, html_out)
+        from cellsight.i18n import localizer, terminal_locale
+
+        write_evaluation_html(report, html_out, localizer(terminal_locale(lang)))
         console.print(f"wrote {html_out}")
 
 

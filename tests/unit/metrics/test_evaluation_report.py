@@ -129,3 +129,14 @@ def test_build_report_handles_one_class_sets() -> None:
     data = report.to_json_dict()
     assert data["image_auroc"] is None and data["escape_rate"] is None and data["overkill_rate"] == 0.0
     assert math.isnan(report.predict_images_per_second)
+
+
+def test_the_report_reads_in_german_and_chinese(tmp_path: Path) -> None:
+    from cellsight.i18n import localizer
+
+    report = synthetic_report()
+    german = write_evaluation_html(report, tmp_path / "de.html", localizer("de")).read_text(encoding="utf-8")
+    assert "<html lang='de'>" in german and "Durchschlupfrate" in german and "Konfusionsmatrix" in german
+    assert "12,5\xa0% (1/8, 95-%-KI 2,2–47,1\xa0%)" in german  # German numbers
+    chinese = write_evaluation_html(report, tmp_path / "zh.html", localizer("zh_CN")).read_text(encoding="utf-8")
+    assert "<html lang='zh-CN'>" in chinese and "漏检率" in chinese and "Escape rate" not in chinese
