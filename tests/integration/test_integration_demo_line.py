@@ -104,10 +104,13 @@ def test_calibrate_chooses_the_least_cost_threshold(tmp_path: Path, station_mode
     data = station_models["weld"].parent / "synth" / "weld"
     out = tmp_path / "weld-cost.safetensors"
     done = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config, "--station", "weld",
-               "--out", out)
+               "--split", "test", "--out", out)  # these models had no train defects: the test split holds some
     assert done.returncode == 0, done.stderr
     assert "least expected" in done.stdout + done.stderr and "overkill" in done.stdout + done.stderr
     info = json.loads(cli("info", out).stdout)
     assert info["calibration"]["policy"] == "cost" and info["calibration"]["target"] == 0.25
     missing = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config)
     assert missing.returncode == 2 and "name the station" in missing.stderr + missing.stdout
+    no_defects = cli("calibrate", "--model", station_models["weld"], "--data", data, "--costs", config, "--station",
+                     "weld")
+    assert no_defects.returncode == 2 and "needs held-out good and defective images" in no_defects.stderr
