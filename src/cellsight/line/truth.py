@@ -136,8 +136,9 @@ def _rates(scope: str, inspected: int, pairs: list[tuple[bool, int]], sources: C
     for is_defective, call in pairs:
         (defective if is_defective else good)[call] += 1
     n_good, n_defective = sum(good), sum(defective)
+    confusion = Confusion((good[0], good[1], good[2]), (defective[0], defective[1], defective[2]))
     return TruthRates(
-        scope=scope, inspected=inspected, with_truth=len(pairs), confusion=Confusion(tuple(good), tuple(defective)),  # type: ignore[arg-type]
+        scope=scope, inspected=inspected, with_truth=len(pairs), confusion=confusion,
         escape=RateWithInterval.of(defective[0], n_defective), overkill=RateWithInterval.of(good[1], n_good),
         good_to_review=RateWithInterval.of(good[2], n_good), sources=tuple(sorted(sources.items())),
     )
