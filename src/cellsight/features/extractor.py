@@ -5,12 +5,13 @@ Each output vector describes one patch of the working image at the shallowest re
 context (PatchCore's "locally aware" features); deeper levels are upsampled and concatenated.
 The extractor owns its backbone weights so that a model file carries everything that produced its scores.
 
-Two runtimes run the backbone: "torch" (traced and frozen TorchScript) and "onnx" (the same weights
-exported to ONNX and run by ONNX Runtime, `onnx_backbone.py`). "auto", the default, picks ONNX when
-onnxruntime is installed: measured side by side it is ~2x faster on CPU at equal scores (BENCHMARKS.md,
-tiling section). "cuda" runs the backbone eagerly in half precision (channels-last, batched) on an NVIDIA
-GPU and keeps the features there, so the nearest-neighbour search can run on the GPU too; "auto" picks it
-whenever torch sees a GPU. The model file is the same for every runtime.
+Two runtimes run the backbone: "torch" (traced and frozen TorchScript, pooling in eager torch: the
+reference) and "onnx" (the whole feature step, `graph.FeatureGraph`, exported to ONNX and run by ONNX
+Runtime, `onnx_backbone.py`). "auto", the default, picks ONNX when onnxruntime is installed: measured side
+by side it is ~2x faster on CPU at equal verdicts (BENCHMARKS.md, tiling and CPU profile sections).
+"cuda" runs the backbone eagerly in half precision (channels-last, batched) on an NVIDIA GPU and keeps
+the features there, so the nearest-neighbour search can run on the GPU too; "auto" picks it whenever
+torch sees a GPU. The model file is the same for every runtime.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cellsight.data.images import to_float01, to_gray, to_rgb
 from cellsight.errors import ConfigError
 from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
+from cellsight.features.graph import FeatureGraph, pool_levels
 from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx, onnxruntime_version
-from cellsight.features.threads import gpu_workers, map_images
+from cellsight.features.threads import apply_thread_setting, gpu_workers, map_images
 
 RUNTIMES = ("auto", "torch", "onnx", "cuda")
 
@@ -93,15 +94,24 @@ class PatchFeatureExtractor:
         self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
         if onnx_bytes is not None and self.runtime != "onnx":
             raise ValueError("onnx_bytes given but the runtime is torch")
+        apply_thread_setting()
+
+    @property
+    def runs_whole_graph(self) -> bool:
+        """True when ONNX Runtime runs the whole feature step (not a bare backbone from an older deployment)."""
+        return self._onnx is not None and self._onnx.whole_graph
+
+    def graph(self) -> FeatureGraph:
+        """The whole feature step as one module over this extractor's weights (what gets exported)."""
+        return FeatureGraph(self.model, self.spec, self.config.channels)
 
     def onnx_bytes(self) -> bytes:
-        """The backbone as ONNX (the graph in use, or a fresh deterministic export of the weights)."""
-        return self._onnx.onnx_bytes if self._onnx is not None else export_onnx(self.model, self.config.image_size)
+        """The feature graph as ONNX (the graph in use, or a fresh deterministic export of the weights)."""
+        return self._onnx.onnx_bytes if self._onnx is not None else export_onnx(self.graph(), self.config.image_size)
 
     def _forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        if self.runtime == "onnx":
-            if self._onnx is None:
-                self._onnx = OnnxBackbone(self.onnx_bytes())
+        if self.runtime == "onnx":  # a bare backbone graph (a format-1 deployment's); `__call__` opened it
+            assert self._onnx is not None and not self._onnx.whole_graph
             return self._onnx(batch)
         if self.runtime == "cuda":
             return self._forward_half(batch, torch.device("cuda"))
@@ -175,16 +185,15 @@ class PatchFeatureExtractor:
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         from cellsight.features.backbones import preprocess
 
+        if self.runtime == "onnx":
+            if self._onnx is None:
+                self._onnx = OnnxBackbone(self.onnx_bytes())
+            if self._onnx.whole_graph:
+                pixels = self.prepare(images)
+                return self._onnx.features(pixels.reshape(*pixels.shape[:3], self.config.channels))
         prepared = torch.from_numpy(self.prepare(images))
         if self.runtime == "cuda":  # normalise (and widen gray to 3 channels) on the GPU: 3x less to copy
             prepared = prepared.to("cuda", non_blocking=True)
         batch = preprocess(prepared, self.spec)
         levels = self._forward(batch.contiguous(memory_format=torch.channels_last))
-        target = levels[0].shape[-2:]
-        pooled = []
-        for level in levels:
-            level = F.avg_pool2d(level, kernel_size=3, stride=1, padding=1)
-            if level.shape[-2:] != target:
-                level = F.interpolate(level, size=target, mode="bilinear", align_corners=False)
-            pooled.append(level)
-        return torch.cat(pooled, dim=1).permute(0, 2, 3, 1).contiguous()
+        return pool_levels(levels).permute(0, 2, 3, 1).contiguous()

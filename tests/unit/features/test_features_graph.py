@@ -1,0 +1,81 @@
+"""The ONNX feature graph and the thread settings: same verdicts as the TorchScript reference, no spinning.
+
+Tolerance: |raw score (graph) - raw score (torch)| / threshold <= 1e-4 with identical verdicts, the bar a
+deployment must pass (`deploy.TOLERANCE`). Measured here: about 1e-6 of the threshold (float32 rounding
+of fused kernels).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cellsight.calibration import calibrate_for_overkill
+from cellsight.deploy import TOLERANCE
+from cellsight.detectors.base import TrainingSet
+from cellsight.detectors.patchcore import PatchCore
+from cellsight.errors import ConfigError
+from cellsight.features.onnx_backbone import OnnxBackbone, session_options
+from cellsight.features.threads import THREADS_VARIABLE, cpu_threads
+
+
+def _cells(rng: np.random.Generator, n: int, defect: bool = False) -> list[np.ndarray]:
+    images = []
+    for _ in range(n):
+        image = (rng.normal(0, 1, (80, 72)) * 8 + np.linspace(90, 150, 72)[None, :]).clip(0, 255)
+        if defect:
+            y, x = rng.integers(10, 60, 2)
+            image[y : y + 10, x : x + 8] = rng.uniform(0, 40)
+        images.append(image.astype(np.uint8))
+    return images
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_feature_graph_gives_the_torch_verdicts(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    goods, held_out = _cells(rng, 8), _cells(rng, 6)
+    tests = _cells(rng, 6) + _cells(rng, 6, defect=True)
+    detector = PatchCore(image_size=64, bank_size=128, channels=channels, runtime="torch")
+    detector.fit(TrainingSet.good(goods))
+    threshold = calibrate_for_overkill(detector.score(held_out).scores, 0.1).threshold
+    reference = detector.score(tests).scores
+    detector.use_runtime("onnx")
+    graph = detector.score(tests).scores
+    assert detector.extractor.runs_whole_graph
+    assert np.abs(graph - reference).max() / threshold <= TOLERANCE
+    assert np.array_equal(graph >= threshold, reference >= threshold)
+    assert (reference >= threshold).any() and (reference < threshold).any()  # both verdicts exercised
+
+
+def test_spinning_does_not_change_the_features() -> None:
+    detector = PatchCore(image_size=64, bank_size=32, runtime="onnx")
+    detector.fit(TrainingSet.good(_cells(np.random.default_rng(0), 3)))
+    graph = detector.extractor.onnx_bytes()
+    pixels = detector.extractor.prepare(_cells(np.random.default_rng(1), 2))  # RGB: (2, 64, 64, 3)
+    quiet, spinning = OnnxBackbone(graph, threads=2), OnnxBackbone(graph, threads=2, spinning=True)
+    np.testing.assert_array_equal(quiet.features(pixels).numpy(), spinning.features(pixels).numpy())
+    assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(THREADS_VARIABLE, "1")
+    assert cpu_threads() == 1 and session_options().intra_op_num_threads == 1
+    monkeypatch.setenv(THREADS_VARIABLE, "two")
+    with pytest.raises(ConfigError, match="CELLSIGHT_THREADS must be a whole number"):
+        cpu_threads()
+    monkeypatch.delenv(THREADS_VARIABLE)
+    assert cpu_threads() >= 1
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_unless_told_otherwise(given: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import os, cellsight; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
