@@ -75,7 +75,7 @@ class PatchCoreSettings(DetectorSettings):
     search: Literal["hnsw", "exact"] = "hnsw"
     batch_size: int = Field(16, ge=1)
     seed: int = 0
-    runtime: Literal["auto", "torch", "onnx", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"] = "auto"
     tile_size: int | None = Field(None, ge=16)
     tile_overlap: int = Field(32, ge=0)
     ignore_boxes: tuple[Box, ...] = ()
@@ -144,7 +144,7 @@ class PatchCore(Detector[PatchCoreSettings]):
             self._extractor = PatchFeatureExtractor.pretrained(self.features, s.backbone_weights, s.runtime)
         return self._extractor
 
-    def use_runtime(self, runtime: Literal["auto", "torch", "onnx", "cuda"]) -> None:
+    def use_runtime(self, runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"]) -> None:
         """Switch the backbone's runtime without touching the fitted state (the model file records it)."""
         resolve_runtime(runtime)
         model = self.extractor.model

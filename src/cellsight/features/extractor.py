@@ -9,6 +9,7 @@ Two runtimes run the backbone: "torch" (traced and frozen TorchScript, pooling i
 reference) and "onnx" (the whole feature step, `graph.FeatureGraph`, exported to ONNX and run by ONNX
 Runtime, `onnx_backbone.py`). "auto", the default, picks ONNX when onnxruntime is installed: measured side
 by side it is ~2x faster on CPU at equal verdicts (BENCHMARKS.md, tiling and CPU profile sections).
+"openvino" runs the same graph on OpenVINO (optional extra, `openvino_backbone.py`); never picked by "auto".
 "cuda" runs the backbone eagerly in half precision (channels-last, batched) on an NVIDIA GPU and keeps
 the features there, so the nearest-neighbour search can run on the GPU too; "auto" picks it whenever
 torch sees a GPU. The model file is the same for every runtime.
@@ -31,9 +32,10 @@ from cellsight.errors import ConfigError
 from cellsight.features.backbones import backbone_spec, build_feature_extractor, create_feature_extractor
 from cellsight.features.graph import FeatureGraph, pool_levels
 from cellsight.features.onnx_backbone import OnnxBackbone, export_onnx, onnxruntime_version
+from cellsight.features.openvino_backbone import OpenVinoFeatures, openvino_version
 from cellsight.features.threads import apply_thread_setting, gpu_workers, map_images
 
-RUNTIMES = ("auto", "torch", "onnx", "cuda")
+RUNTIMES = ("auto", "torch", "onnx", "openvino", "cuda")
 
 
 def resolve_runtime(runtime: str) -> str:
@@ -46,6 +48,8 @@ def resolve_runtime(runtime: str) -> str:
         return "onnx" if onnxruntime_version() is not None else "torch"
     if runtime == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime 'cuda' needs an NVIDIA GPU that torch can see; use 'auto' or 'onnx'")
+    if runtime == "openvino" and openvino_version() is None:
+        raise ConfigError("runtime 'openvino' needs the openvino package: pip install 'cellsight[openvino]'")
     if runtime == "onnx" and onnxruntime_version() is None:
         raise ConfigError("runtime 'onnx' needs the onnxruntime package; install it or use runtime='torch'")
     return runtime
@@ -92,6 +96,7 @@ class PatchFeatureExtractor:
         self._frozen: torch.jit.ScriptModule | None = None
         self._half: nn.Module | None = None
         self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
+        self._openvino: OpenVinoFeatures | None = None
         if onnx_bytes is not None and self.runtime != "onnx":
             raise ValueError("onnx_bytes given but the runtime is torch")
         apply_thread_setting()
@@ -185,6 +190,11 @@ class PatchFeatureExtractor:
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         from cellsight.features.backbones import preprocess
 
+        if self.runtime == "openvino":
+            if self._openvino is None:
+                self._openvino = OpenVinoFeatures(self.onnx_bytes())
+            pixels = self.prepare(images)
+            return self._openvino.features(pixels.reshape(*pixels.shape[:3], self.config.channels))
         if self.runtime == "onnx":
             if self._onnx is None:
                 self._onnx = OnnxBackbone(self.onnx_bytes())

@@ -1,8 +1,9 @@
-"""The ONNX feature graph and the thread settings: same verdicts as the TorchScript reference, no spinning.
+"""The feature graph on ONNX Runtime and OpenVINO, and the thread settings: the TorchScript reference's
+verdicts, no spinning.
 
 Tolerance: |raw score (graph) - raw score (torch)| / threshold <= 1e-4 with identical verdicts, the bar a
 deployment must pass (`deploy.TOLERANCE`). Measured here: about 1e-6 of the threshold (float32 rounding
-of fused kernels).
+of fused kernels) on both runtimes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -34,8 +36,8 @@ def _cells(rng: np.random.Generator, n: int, defect: bool = False) -> list[np.nd
     return images
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_feature_graph_gives_the_torch_verdicts(channels: int) -> None:
+@pytest.mark.parametrize(("channels", "runtime"), [(1, "onnx"), (3, "onnx"), (1, "openvino"), (3, "openvino")])
+def test_feature_graph_gives_the_torch_verdicts(channels: int, runtime: Literal["onnx", "openvino"]) -> None:
     rng = np.random.default_rng(channels)
     goods, held_out = _cells(rng, 8), _cells(rng, 6)
     tests = _cells(rng, 6) + _cells(rng, 6, defect=True)
@@ -43,9 +45,9 @@ def test_feature_graph_gives_the_torch_verdicts(channels: int) -> None:
     detector.fit(TrainingSet.good(goods))
     threshold = calibrate_for_overkill(detector.score(held_out).scores, 0.1).threshold
     reference = detector.score(tests).scores
-    detector.use_runtime("onnx")
+    detector.use_runtime(runtime)
     graph = detector.score(tests).scores
-    assert detector.extractor.runs_whole_graph
+    assert detector.extractor.runtime == runtime
     assert np.abs(graph - reference).max() / threshold <= TOLERANCE
     assert np.array_equal(graph >= threshold, reference >= threshold)
     assert (reference >= threshold).any() and (reference < threshold).any()  # both verdicts exercised
@@ -57,6 +59,7 @@ def test_spinning_does_not_change_the_features() -> None:
     graph = detector.extractor.onnx_bytes()
     pixels = detector.extractor.prepare(_cells(np.random.default_rng(1), 2))  # RGB: (2, 64, 64, 3)
     quiet, spinning = OnnxBackbone(graph, threads=2), OnnxBackbone(graph, threads=2, spinning=True)
+    assert quiet.whole_graph
     np.testing.assert_array_equal(quiet.features(pixels).numpy(), spinning.features(pixels).numpy())
     assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
@@ -79,3 +82,11 @@ def test_openmp_threads_sleep_unless_told_otherwise(given: str | None, expected:
     code = "import os, cellsight; print(os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == expected
+
+
+def test_openvino_runtime_without_the_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cellsight.features import extractor
+
+    monkeypatch.setattr(extractor, "openvino_version", lambda: None)
+    with pytest.raises(ConfigError, match=r"pip install 'cellsight\[openvino\]'"):
+        extractor.resolve_runtime("openvino")
