@@ -131,7 +131,7 @@ def cpu_runtimes() -> list[str]:
     return [name for name, there in (("onnx", onnxruntime_version()), ("openvino", openvino_version())) if there]
 
 
-def run_anomalib(n_fit: int, threads: int) -> list[dict[str, Any]]:
+def run_anomalib(n_fit: int, threads: int, python: Path = ANOMALIB_PYTHON) -> list[dict[str, Any]]:
     from cellsight.data import load_dataset
     from cellsight.features.backbones import backbone_spec
 
@@ -150,7 +150,7 @@ def run_anomalib(n_fit: int, threads: int) -> list[dict[str, Any]]:
         path, out = ROOT / "runs" / f"speed-spec-{model}.json", ROOT / "runs" / f"speed-{model}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(spec_json))
-        done = subprocess.run([str(ANOMALIB_PYTHON), str(ROOT / "benchmarks" / "anomalib_runner.py"), "--spec",
+        done = subprocess.run([str(python), str(ROOT / "benchmarks" / "anomalib_runner.py"), "--spec",
                                str(path), "--out", str(out), "--model", model], capture_output=True, text=True)
         if done.returncode != 0:  # reported as a failed row, never dropped silently
             last = [line for line in done.stderr.splitlines() if "Error" in line and "oneMKL" not in line]
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--n-fit", type=int, default=100, help="good images for the side-by-side table")
     parser.add_argument("--scaling", type=int, nargs="*", default=[100, 1000, 10000])
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument("--anomalib-python", type=Path, default=ANOMALIB_PYTHON,
+                        help="the python of .venv-anomalib (a worktree can use the main checkout's)")
     args = parser.parse_args()
     if args.child:
         detector, n_fit, options, threads = json.loads(args.child)
@@ -189,8 +191,8 @@ def main() -> None:
     runtimes = cpu_runtimes()
     table = [run_child("patchcore", args.n_fit, {"runtime": r}, args.threads) for r in [*runtimes, "torch"]]
     table.append(run_child("classical", args.n_fit, {}, args.threads))
-    if not args.skip_anomalib and ANOMALIB_PYTHON.exists():
-        table += run_anomalib(args.n_fit, args.threads)
+    if not args.skip_anomalib and args.anomalib_python.exists():
+        table += run_anomalib(args.n_fit, args.threads, args.anomalib_python)
     exactness = run_child("exactness", args.n_fit, {"runtimes": runtimes}, args.threads)
     scaling = [run_child("patchcore", n, {}, args.threads) for n in args.scaling]
     save_json("speed", {"threads": args.threads, "table": table, "exactness": exactness, "scaling": scaling})
