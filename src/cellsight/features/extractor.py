@@ -183,16 +183,19 @@ class PatchFeatureExtractor:
     def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Resize to the working size and scale to [0, 1]: (N, S, S) gray or (N, S, S, 3) RGB float32.
 
-        Images already at the working size (tiles) are only converted: no resampling.
+        Images already at the working size (tiles) are only converted: no resampling. A gray image for an
+        RGB model is resized once and then repeated (OpenCV resizes channels independently, so this is
+        bit for bit what resizing three equal channels gives, at a third of the work).
         """
         size = self.config.image_size
-        convert = to_gray if self.config.channels == 1 else to_rgb
+        rgb = self.config.channels == 3
 
         def one(image: np.ndarray) -> np.ndarray:
-            work = to_float01(convert(image))
+            gray = image.ndim == 2 or image.shape[2] == 1
+            work = to_float01(to_gray(image) if gray or not rgb else image)
             if work.shape[:2] != (size, size):
                 work = cv2.resize(work, (size, size), interpolation=cv2.INTER_AREA)
-            return work
+            return to_rgb(work) if rgb and gray else work
 
         return np.stack(map_images(one, images, self.workers)).astype(np.float32, copy=False)
 
@@ -202,8 +205,8 @@ class PatchFeatureExtractor:
         same-sized images at once. Images smaller than the working size are enlarged by OpenCV first.
         Returns (N, S, S, C) float32 on the device."""
         size, channels, device = self.config.image_size, self.config.channels, self.device
-        convert = to_gray if channels == 1 else to_rgb
-        converted = [convert(image) for image in images]
+        # gray stays one channel on the way (widened to the model's three on the device)
+        converted = [to_gray(im) if channels == 1 or im.ndim == 2 or im.shape[2] == 1 else im for im in images]
         out = torch.empty((len(images), size, size, channels), dtype=torch.float32, device=device)
         groups: dict[tuple[tuple[int, ...], str], list[int]] = {}
         for i, image in enumerate(converted):
@@ -213,7 +216,7 @@ class PatchFeatureExtractor:
             if height < size or width < size:  # enlarging: OpenCV's INTER_AREA rule, on the CPU
                 small = np.stack([cv2.resize(to_float01(converted[i]), (size, size), interpolation=cv2.INTER_AREA)
                                   for i in members])
-                out[members] = torch.from_numpy(small.reshape(len(members), size, size, channels)).to(device)
+                out[members] = torch.from_numpy(small.reshape(len(members), size, size, -1)).to(device)
                 continue
             stack = np.stack([converted[i] for i in members])
             scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(stack.dtype)
@@ -225,7 +228,7 @@ class PatchFeatureExtractor:
             x = pixels.to(device, non_blocking=True).float()
             if scale is not None:
                 x = x / scale
-            x = x.reshape(len(members), height, width, channels).permute(0, 3, 1, 2)
+            x = x.reshape(len(members), height, width, -1).permute(0, 3, 1, 2)
             if (height, width) != (size, size):
                 rows = torch.from_numpy(resize_matrix(height, size)).to(device, torch.float32)
                 cols = torch.from_numpy(resize_matrix(width, size)).to(device, torch.float32)

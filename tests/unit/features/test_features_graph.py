@@ -90,3 +90,18 @@ def test_openvino_runtime_without_the_package_is_a_clear_error(monkeypatch: pyte
     monkeypatch.setattr(extractor, "openvino_version", lambda: None)
     with pytest.raises(ConfigError, match=r"pip install 'cellsight\[openvino\]'"):
         extractor.resolve_runtime("openvino")
+
+
+def test_gray_images_for_an_rgb_model_are_resized_once_with_the_same_bits() -> None:
+    import cv2
+
+    from cellsight.data.images import to_float01, to_rgb
+    from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor
+
+    extractor = PatchFeatureExtractor.pretrained(FeatureConfig("tf_efficientnet_lite0", (2, 3), 64, 3), runtime="torch")
+    rng = np.random.default_rng(0)
+    images = [(rng.random((90, 70)) * 255).astype(np.uint8), (rng.random((77, 65, 1)) * 65535).astype(np.uint16),
+              (rng.random((64, 64)) * 255).astype(np.uint8), (rng.random((30, 40)) * 255).astype(np.uint8)]
+    for image, got in zip(images, extractor.prepare(images), strict=True):
+        expected = cv2.resize(to_float01(to_rgb(image)), (64, 64), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(got, expected)
