@@ -131,7 +131,9 @@ def cpu_runtimes() -> list[str]:
     return [name for name, there in (("onnx", onnxruntime_version()), ("openvino", openvino_version())) if there]
 
 
-def run_anomalib(n_fit: int, threads: int, python: Path = ANOMALIB_PYTHON) -> list[dict[str, Any]]:
+def run_anomalib(
+    n_fit: int, threads: int, python: Path = ANOMALIB_PYTHON, models: tuple[str, ...] = ("padim", "patchcore")
+) -> list[dict[str, Any]]:
     from cellsight.data import load_dataset
     from cellsight.features.backbones import backbone_spec
 
@@ -140,7 +142,8 @@ def run_anomalib(n_fit: int, threads: int, python: Path = ANOMALIB_PYTHON) -> li
     test = dataset.select(split="test").paths[:64]
     spec = backbone_spec("tf_efficientnet_lite0")
     rows = []
-    for model, extra in (("padim", {}), ("patchcore", {"coreset_sampling_ratio": 0.1})):
+    chosen = [(m, extra) for m, extra in (("padim", {}), ("patchcore", {"coreset_sampling_ratio": 0.1})) if m in models]
+    for model, extra in chosen:
         spec_json = {
             "backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": 256,
             "mean": list(spec.mean), "std": list(spec.std), "fit": [str(p) for p in goods],
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--skip-anomalib", action="store_true")
     parser.add_argument("--anomalib-python", type=Path, default=ANOMALIB_PYTHON,
                         help="the python of .venv-anomalib (a worktree can use the main checkout's)")
+    parser.add_argument("--anomalib-models", nargs="+", default=["padim", "patchcore"])
     args = parser.parse_args()
     if args.child:
         detector, n_fit, options, threads = json.loads(args.child)
@@ -192,7 +196,7 @@ def main() -> None:
     table = [run_child("patchcore", args.n_fit, {"runtime": r}, args.threads) for r in [*runtimes, "torch"]]
     table.append(run_child("classical", args.n_fit, {}, args.threads))
     if not args.skip_anomalib and args.anomalib_python.exists():
-        table += run_anomalib(args.n_fit, args.threads, args.anomalib_python)
+        table += run_anomalib(args.n_fit, args.threads, args.anomalib_python, tuple(args.anomalib_models))
     exactness = run_child("exactness", args.n_fit, {"runtimes": runtimes}, args.threads)
     scaling = [run_child("patchcore", n, {}, args.threads) for n in args.scaling]
     save_json("speed", {"threads": args.threads, "table": table, "exactness": exactness, "scaling": scaling})
