@@ -11,6 +11,7 @@ import plotly
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from cellsight.i18n import negotiate
 from cellsight.service.auth import COOKIE, Principal, Role, RoleDependency, authenticate
 from cellsight.service.state import Service, get_service
 from cellsight.ui.layout import escape, page
@@ -87,7 +88,7 @@ def logout() -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(who: Who, service: ServiceDep) -> str:
+def overview(request: Request, who: Who, service: ServiceDep) -> str:
     body = (
         f"<h1>Line overview: {escape(service.config.line)}</h1><p class='sub'>Service run {service.run_id} · "
         "live, refreshed every few seconds · <span id='updated'></span></p>"
@@ -96,8 +97,13 @@ def overview(who: Who, service: ServiceDep) -> str:
         "<div class='panel plot'><div id='pareto' style='width:620px;height:360px'></div></div></div>"
         "<div class='panel'><div id='pchart' style='width:1200px;height:360px'></div></div>"
         "<div class='panel'><table id='stations'></table></div>"
+        "<div class='panel' id='truth-panel'><h2 id='truth-title'></h2><table id='truth'></table>"
+        "<h3 id='confusion-title'></h3><table id='confusion'></table><p class='note' id='sampled'></p>"
+        "<p class='note' id='naming'></p><h2 id='costs-title'></h2><table id='costs'></table></div>"
     )
-    script = "poll(() => getJSON('/v1/quality').then(renderOverview));"
+    locale = negotiate(request.headers.get("accept-language"))  # the truth panel in the browser's language
+    script = ("poll(() => Promise.all([getJSON('/v1/quality').then(renderOverview), "
+              f"getJSON('/v1/truth?lang={locale}').then(renderTruth)]));")
     return page("Line overview", body, who, "/", plotly=True, settings=_settings(service, who), script=script)
 
 

@@ -21,6 +21,24 @@ function poll(fn) {
 const LAYOUT = {template: "plotly_white", margin: {l: 60, r: 20, t: 40, b: 60}, height: 360};
 const CONFIG = {displaylogo: false, responsive: true};
 function note(id, text) { const el = document.getElementById(id); Plotly.purge(el); el.innerHTML = "<p class='note'>" + esc(text) + "</p>"; }
+function table(id, head, rows) {  // text only: every value goes in with textContent
+  const t = document.getElementById(id); t.replaceChildren();
+  const row = (cells, tag) => { const tr = document.createElement("tr");
+    cells.forEach((v, i) => { const c = document.createElement(i === 0 || tag === "th" ? "th" : "td"); c.textContent = v; tr.append(c); });
+    t.append(tr); };
+  row(head, "th"); rows.forEach(r => row(r, "td"));
+}
+function text(id, value) { document.getElementById(id).textContent = value || ""; }
+function renderTruth(data) {
+  const d = data.display;  // the panel's text in the page's language, formatted on the server (Babel)
+  text("truth-title", d.title + " · " + d.run);
+  table("truth", d.truth.head, d.truth.rows);
+  text("confusion-title", d.confusion_title);
+  table("confusion", d.confusion.head, d.confusion.rows);
+  text("sampled", d.sampled); text("naming", d.naming);
+  if (d.costs) { text("costs-title", d.costs.title); table("costs", d.costs.head, d.costs.rows); }
+  else { text("costs-title", d.costs_missing); document.getElementById("costs").replaceChildren(); }
+}
 function renderOverview(q) {
   document.getElementById("kpis").innerHTML =
     "<span class='kpi'><b>" + pct(q.rty) + "</b>rolled throughput yield</span>" +
