@@ -16,6 +16,7 @@ whenever torch sees a GPU. The model file is the same for every runtime.
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class PatchFeatureExtractor:
         self._frozen: torch.jit.ScriptModule | None = None
         self._half: nn.Module | None = None
         self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
+        self._lazy = threading.Lock()  # the first calls may come from several threads at once
         if onnx_bytes is not None and self.runtime != "onnx":
             raise ValueError("onnx_bytes given but the runtime is torch")
 
@@ -98,11 +100,26 @@ class PatchFeatureExtractor:
         """The backbone as ONNX (the graph in use, or a fresh deterministic export of the weights)."""
         return self._onnx.onnx_bytes if self._onnx is not None else export_onnx(self.model, self.config.image_size)
 
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lazy"]  # a lock does not travel (copies, worker processes); each copy makes its own
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lazy = threading.Lock()
+
+    def _onnx_session(self) -> OnnxBackbone:
+        """The ONNX session, exported on first use; built once however many threads ask at the same time."""
+        if self._onnx is None:
+            with self._lazy:
+                if self._onnx is None:
+                    self._onnx = OnnxBackbone(self.onnx_bytes())
+        return self._onnx
+
     def _forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
         if self.runtime == "onnx":
-            if self._onnx is None:
-                self._onnx = OnnxBackbone(self.onnx_bytes())
-            return self._onnx(batch)
+            return self._onnx_session()(batch)
         if self.runtime == "cuda":
             return self._forward_half(batch, torch.device("cuda"))
         return self._forward_torch(batch)
@@ -110,9 +127,11 @@ class PatchFeatureExtractor:
     def _forward_half(self, batch: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32."""
         if self._half is None:
-            # A copy: nn.Module.to works in place, and the float32 CPU weights are what the model file stores.
-            half = copy.deepcopy(self.model).to(device=device, dtype=torch.float16)
-            self._half = half.to(memory_format=torch.channels_last)
+            with self._lazy:
+                if self._half is None:
+                    # A copy: nn.Module.to works in place; the float32 CPU weights are what the model file stores.
+                    half = copy.deepcopy(self.model).to(device=device, dtype=torch.float16)
+                    self._half = half.to(memory_format=torch.channels_last)
         batch = batch.to(device=device, dtype=torch.float16, non_blocking=True)
         return [level.float() for level in self._half(batch.contiguous(memory_format=torch.channels_last))]
 
@@ -123,10 +142,11 @@ class PatchFeatureExtractor:
         the shapes the trace bakes in (TF "same" padding) never change; the batch size may.
         """
         if self._frozen is None:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
-                traced = torch.jit.trace(self.model, batch[:1], check_trace=False)
-                self._frozen = torch.jit.freeze(traced.eval())
+            with self._lazy, torch.no_grad(), warnings.catch_warnings():
+                if self._frozen is None:
+                    warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
+                    traced = torch.jit.trace(self.model, batch[:1], check_trace=False)
+                    self._frozen = torch.jit.freeze(traced.eval())
         return list(self._frozen(batch))
 
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ from torch import nn
 
 OPSET = 17
 INPUT_NAME = "image"
+
+
+_EXPORT = threading.Lock()
+"""torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two exports at once, e.g. two
+stations' first requests in one service, fail with assertion errors. One export at a time."""
 
 
 def export_onnx(model: nn.Module, image_size: int) -> bytes:
@@ -38,7 +44,7 @@ def export_onnx(model: nn.Module, image_size: int) -> bytes:
         n_outputs = len(model(example))
     outputs = [f"level{i}" for i in range(n_outputs)]
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]}
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad(), warnings.catch_warnings():
+    with _EXPORT, tempfile.TemporaryDirectory() as folder, torch.no_grad(), warnings.catch_warnings():
         path = Path(folder) / "backbone.onnx"
         warnings.simplefilter("ignore")  # tracer and exporter notes about TF-same padding
         torch.onnx.export(

@@ -83,12 +83,34 @@ class SaveImages(StrEnum):
     NONE = "none"
 
 
+ImageFormat = Literal["PNG", "JPEG", "BMP", "TIFF"]
+
+
+class ImageLimits(_Strict):
+    """What a station decodes at all: a bounded file, a bounded pixel count, a sane size and format.
+
+    One decoded image costs about pixels x channels x bytes per sample, and the detector's working copy
+    is small beside it; `max_pixels` therefore bounds the memory of one request (about 3 bytes per pixel
+    for 8-bit RGB, 6 for 16-bit). Its default follows the model: (16 x its working size)^2, at least
+    2048 x 2048, so a 256-pixel model accepts 4096 x 4096 (50 MB as 8-bit RGB), not a 16384 x 8192 bomb.
+    """
+
+    max_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_pixels: int | None = Field(None, gt=0)
+    min_side: int = Field(8, ge=1)  # a 1x1 "image" is a bad image, never a verdict
+    formats: tuple[ImageFormat, ...] = Field(("PNG", "JPEG", "BMP", "TIFF"), min_length=1)
+
+    def pixels_for(self, working_size: int) -> int:
+        return self.max_pixels if self.max_pixels is not None else max(2048 * 2048, (16 * working_size) ** 2)
+
+
 class StationConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     model: Path
     source: Source
     threshold: ThresholdPolicy = ThresholdPolicy()
     read_code: bool = True  # decode the cell's DataMatrix from this station's image
+    images: ImageLimits = ImageLimits()
 
 
 class OnNg(StrEnum):

@@ -120,5 +120,8 @@ class ModelRegistry:
 
     @staticmethod
     def _inspector(station: StationConfig, path: Path, read_code: bool | None = None) -> StationInspector:
-        return StationInspector(station.name, path, station.threshold,
-                                station.read_code if read_code is None else read_code)
+        """A loaded and warmed-up inspector: it goes live only once its first inspection is already cheap."""
+        inspector = StationInspector(station.name, path, station.threshold,
+                                     station.read_code if read_code is None else read_code, station.images)
+        inspector.warm_up()
+        return inspector

@@ -140,6 +140,28 @@ class TraceStore:
         )
         return self._insert(row, f"cell record of sequence {record.sequence}")
 
+    def save_cell(self, record: CellRecord) -> int:
+        """Write the cell's disposition, replacing the one recorded before (the service decides a cell again
+        when a later inspection of it arrives); `record_cell` is the write-once form the line runtime uses."""
+        with self._sessions.begin() as session:
+            row = session.scalar(select(CellRow).where(CellRow.run_id == record.run_id,
+                                                       CellRow.sequence == record.sequence))
+            if row is None:
+                row = CellRow(run_id=record.run_id, sequence=record.sequence)
+                session.add(row)
+            row.cell_id = record.cell_id
+            row.disposition = record.disposition.value
+            row.failed_station = record.failed_station
+            row.reason = None if record.reason is None else record.reason.value
+            row.finished_at = record.finished_at
+            session.flush()
+            return row.id
+
+    def cell(self, run_id: int, sequence: int) -> CellRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(select(CellRow).where(CellRow.run_id == run_id, CellRow.sequence == sequence))
+            return None if row is None else _cell_record(row)
+
     def _insert(self, row: InspectionRow | CellRow, what: str) -> int:
         try:
             with self._sessions.begin() as session:

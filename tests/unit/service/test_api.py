@@ -24,7 +24,8 @@ def test_inspect_commits_before_answering_and_serves_images(running: Any, models
     for url in (ng["heatmap_url"], ng["image_url"]):
         png = running.client.get(url, headers=running.auth())
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    metrics = running.client.get("/metrics").text
+    assert running.client.get("/metrics").status_code == 401  # production figures need a token
+    metrics = running.client.get("/metrics", headers=running.auth("viewer")).text
     assert 'cellsight_inspections_total{station="electrode",verdict="NG"} 1.0' in metrics
     assert "cellsight_http_request_seconds_bucket" in metrics
 
@@ -149,3 +150,22 @@ def test_reviews_empty_the_queue_and_export_a_training_set(running: Any, models:
     assert sorted((i.split, i.defect_class) for i in dataset.items) == [("test", "crack"), ("train", "good")]
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert {r["cell_id"] for r in rows} == {"R0", "R1"} and load_dataset(out / "manifest.csv").items
+
+
+def test_a_cell_with_an_ng_never_ends_ok_whatever_the_order(running_sqlite: Any, models: Any) -> None:
+    """Issue 13 #1: OK at the last station then NG at the first once gave OK; a cell seen only last, too."""
+    run = running_sqlite
+    assert run.inspect("can", models.good, "ORDER-1").json()["verdict"] == "OK"
+    (early,) = run.service.trace.cells(cell_id="ORDER-1")
+    assert (early.disposition.value, early.failed_station) == ("REVIEW", "electrode")  # electrode never saw it
+    assert run.inspect("electrode", models.defect, "ORDER-1").json()["verdict"] == "NG"
+    (cell,) = run.service.trace.cells(cell_id="ORDER-1")
+    assert (cell.disposition.value, cell.failed_station) == ("NG", "electrode")
+    body = run.client.get("/v1/cells/ORDER-1", headers=run.auth("viewer")).json()
+    assert [d["disposition"] for d in body["dispositions"]] == ["NG"]
+    # In order and both OK: OK. Only the last station: REVIEW, never OK.
+    run.inspect("electrode", models.good, "ORDER-2")
+    run.inspect("can", models.good, "ORDER-2")
+    assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-2")] == ["OK"]
+    run.inspect("can", models.good, "ORDER-3")
+    assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-3")] == ["REVIEW"]
