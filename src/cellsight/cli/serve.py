@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console
 
 token_app = typer.Typer(help="API tokens for the inspection service.", no_args_is_help=True)
@@ -79,6 +80,7 @@ def serve(
 
 
 @token_app.command("create")
+@user_errors
 def token_create(
     role: Annotated[str, typer.Option(help="viewer (read), operator (inspect, review) or admin (models, tokens).")],
     name: Annotated[str, typer.Option(help="Who holds it; recorded as the reviewer or deployer.")],
@@ -98,5 +100,5 @@ def token_create(
     if (config is None) == (db is None):
         raise typer.BadParameter("give exactly one of --config or --db")
     url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
-    with TraceStore.open(url) as store:
+    with TraceStore.open(url, create=config is not None) as store:  # --db: an existing database only
         typer.echo(create_token(ServiceStore(store), name, parsed))

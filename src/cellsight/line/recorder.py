@@ -75,7 +75,7 @@ class LineRecorder:
         if cell_id is None and not slot.config.read_code and not record_unreadable:
             raise NotInspectableError(f"station {station} does not read cell codes: send the cell_id form field")
         with slot.lock:
-            live = slot.inspector(read_code=cell_id is None)
+            live = slot.live  # a station that reads codes reads them even when the client names the cell
             if data is None:
                 outcome = StationOutcome(Verdict.ERROR, math.nan, None, Reason.NO_IMAGE,
                                          source_error or f"{station}: no image", None, 0.0)
@@ -89,6 +89,10 @@ class LineRecorder:
                 shadow_model = (shadow.model_version, shadow.model_hash)
         if outcome.reason is Reason.BAD_IMAGE and not record_unreadable:
             raise NotInspectableError(outcome.error or f"{filename}: not a readable image")
+        if cell_id is not None and outcome.decoded_id is not None and outcome.decoded_id != cell_id:
+            mismatch = f"{station}: the image's code reads {outcome.decoded_id}, but it was sent as cell {cell_id}"
+            outcome = replace(outcome, verdict=Verdict.NG if outcome.verdict is Verdict.NG else Verdict.ERROR,
+                              reason=Reason.ID_MISMATCH, error=mismatch)
         image_path, heatmap_path = self._save_images(station, outcome)
         record = InspectionRecord(
             run_id=self.run_id, sequence=-1, cell_id=cell_id or outcome.decoded_id or "", station=station,

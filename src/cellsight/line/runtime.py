@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
+from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig, check_output_dir
 from cellsight.line.disposition import decide
 from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
 from cellsight.line.station import StageTimes, StationInspector, StationOutcome
@@ -68,6 +68,7 @@ class LineRuntime:
     """Runs one line configuration against one store."""
 
     def __init__(self, config: LineConfig, config_sha256: str, store: TraceStore) -> None:
+        check_output_dir(config)
         self.config = config
         self.config_sha256 = config_sha256
         self.store = store

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cellsight.line.config import LineConfig
+from cellsight.line.config import LineConfig, check_output_dir
 from cellsight.line.models import ModelRegistry
 from cellsight.line.recorder import LineRecorder
 from cellsight.service.settings import Settings
 from cellsight.service.telemetry import Telemetry
 from cellsight.storage.service_store import ServiceStore
 from cellsight.storage.store import TraceStore
+
+log = logging.getLogger("cellsight.service")
 
 
 @dataclass
@@ -31,10 +34,18 @@ class Service:
 
     @classmethod
     def start(cls, config: LineConfig, config_sha256: str, settings: Settings | None = None) -> Service:
+        check_output_dir(config)  # an NG image with nowhere to go would be a 500 and an unrecorded verdict
         trace = TraceStore.open(config.database)
-        store = ServiceStore(trace)
-        registry = ModelRegistry(config, store)
-        run_id = trace.start_run(config.line, config_sha256, config.station_names)
+        try:
+            store = ServiceStore(trace)
+            registry = ModelRegistry(config, store)  # loads, verifies and warms up every station's model
+            interrupted = trace.interrupt_running(config.line)
+            if interrupted:
+                log.warning("runs %s of line %s never finished (killed?): marked interrupted", interrupted, config.line)
+            run_id = trace.start_run(config.line, config_sha256, config.station_names)
+        except BaseException:
+            trace.close()
+            raise
         service = cls(config, config_sha256, settings or Settings(), trace, store, registry,
                       LineRecorder(config, store, registry, run_id), run_id)
         service.ready.set()

@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from cellsight.data.sources import load_dataset
 from cellsight.storage.records import Disposition
 from cellsight.workflows.export_reviews import export_reviewed
@@ -169,3 +171,35 @@ def test_a_cell_with_an_ng_never_ends_ok_whatever_the_order(running_sqlite: Any,
     assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-2")] == ["OK"]
     run.inspect("can", models.good, "ORDER-3")
     assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-3")] == ["REVIEW"]
+
+
+def test_a_cell_id_sent_at_a_station_that_reads_codes_is_compared(models: Any, tmp_path: Path) -> None:
+    """Issue 13 #9: an image whose code reads A, sent as B, was recorded OK under B."""
+    import cv2
+    import numpy as np
+
+    from cellsight.data.cellcode import render_code
+    from cellsight.line.config import load_line_config
+    from cellsight.service.app import create_app
+    from cellsight.service.state import Service
+    from cellsight.service.testing import role_tokens, write_line_config
+
+    path = write_line_config(tmp_path / "line", f"sqlite:///{tmp_path / 't.db'}", models.v1)
+    path.write_text(path.read_text().replace("read_code: false", "read_code: true", 1))  # electrode reads codes
+    config, sha = load_line_config(path)
+    service = Service.start(config, sha)
+    image = cv2.imdecode(np.frombuffer(models.good, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = cv2.resize(image, (192, 192))
+    code = render_code("CODE-A", 3)
+    image[4:4 + code.shape[0], 4:4 + code.shape[1]] = code
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    token = role_tokens(service.store)["operator"]
+    with TestClient(create_app(service)) as client:
+        sent = client.post("/v1/stations/electrode/inspect", files={"image": ("c.png", png.tobytes())},
+                           data={"cell_id": "CODE-B"}, headers={"Authorization": f"Bearer {token}"}).json()
+        assert (sent["cell_id"], sent["reason"]) == ("CODE-B", "id_mismatch") and sent["verdict"] != "OK"
+        assert "CODE-A" in sent["error"]
+        read = client.post("/v1/stations/electrode/inspect", files={"image": ("c.png", png.tobytes())},
+                           data={"cell_id": "CODE-A"}, headers={"Authorization": f"Bearer {token}"}).json()
+        assert read["cell_id"] == "CODE-A" and read["reason"] != "id_mismatch"

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from cellsight.modelfile import ModelFileError
+from cellsight.errors import CellsightError, ModelFileError
 from cellsight.service.auth import Principal
 from cellsight.service.deps import Admin, ServiceDep, Viewer
 from cellsight.service.routes.common import check_station, finite, log, refuse
@@ -72,13 +72,13 @@ async def _model_source(service: Service, station: str, model: UploadFile | None
 
 
 async def _deploy(service: Service, station: str, model: UploadFile | None, path: str | None, who: Principal,
-                  shadow: bool) -> DeploymentOut:
+                  shadow: bool, force: bool) -> DeploymentOut:
     check_station(service, station)
     source, temporary = await _model_source(service, station, model, path, who)
     shown = (model.filename or "upload") if model is not None else str(path)
     try:
-        deployment = await run_in_threadpool(service.registry.deploy, station, source, who.name, shadow)
-    except (ModelFileError, ValueError) as exc:
+        deployment = await run_in_threadpool(service.registry.deploy, station, source, who.name, shadow, force)
+    except (CellsightError, ValueError) as exc:
         message = str(exc).replace(str(source), shown) if temporary else str(exc)
         raise refuse(422, f"model refused: {message}", who) from exc
     finally:
@@ -91,21 +91,24 @@ async def _deploy(service: Service, station: str, model: UploadFile | None, path
 
 ModelUpload = Annotated[UploadFile | None, File(description="a model file written by `cellsight train`")]
 ModelPath = Annotated[str | None, Form(max_length=4096, description="or the path of a model file on the server")]
+Force = Annotated[bool, Form(description="deploy a model trained for another station (recorded with the deployment)")]
 
 
 @router.post("/stations/{station}/models", response_model=DeploymentOut, tags=["models"])
 async def deploy(station: str, who: Admin, service: ServiceDep, model: ModelUpload = None,
-                 path: ModelPath = None) -> DeploymentOut:
-    """Verify a model (content hash, loads, calibrated) and put it live; the previous one is kept for rollback."""
-    return await _deploy(service, station, model, path, who, shadow=False)
+                 path: ModelPath = None, force: Force = False) -> DeploymentOut:
+    """Verify a model (content hash, loads, calibrated, trained for this station), copy it into the model
+    store and put it live; the previous one is kept for rollback."""
+    return await _deploy(service, station, model, path, who, shadow=False, force=force)
 
 
 @router.post("/stations/{station}/models/rollback", response_model=DeploymentOut, tags=["models"])
-async def rollback(station: str, who: Admin, service: ServiceDep) -> DeploymentOut:
-    """Put the previously live model back."""
+async def rollback(station: str, who: Admin, service: ServiceDep,
+                   sha256: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None) -> DeploymentOut:
+    """Put the previously live model back, or the stored model with this SHA-256 (from /v1/models)."""
     check_station(service, station)
     try:
-        previous = await run_in_threadpool(service.registry.rollback, station)
+        previous = await run_in_threadpool(service.registry.rollback, station, sha256, who.name)
     except LookupError as exc:
         raise refuse(409, str(exc.args[0] if exc.args else exc), who) from exc
     except ModelFileError as exc:
@@ -116,9 +119,9 @@ async def rollback(station: str, who: Admin, service: ServiceDep) -> DeploymentO
 
 @router.post("/stations/{station}/models/shadow", response_model=DeploymentOut, tags=["models"])
 async def set_shadow(station: str, who: Admin, service: ServiceDep, model: ModelUpload = None,
-                     path: ModelPath = None) -> DeploymentOut:
+                     path: ModelPath = None, force: Force = False) -> DeploymentOut:
     """A candidate that scores every inspection beside the live model; stored, never the verdict."""
-    return await _deploy(service, station, model, path, who, shadow=True)
+    return await _deploy(service, station, model, path, who, shadow=True, force=force)
 
 
 @router.delete("/stations/{station}/models/shadow", tags=["models"])
