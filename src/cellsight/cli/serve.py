@@ -102,3 +102,25 @@ def token_create(
     url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
     with TraceStore.open(url, create=config is not None) as store:  # --db: an existing database only
         typer.echo(create_token(ServiceStore(store), name, parsed))
+
+
+@token_app.command("revoke")
+@user_errors
+def token_revoke(
+    name: Annotated[str, typer.Option(help="Name the tokens were created with; every live one is revoked.")],
+    config: Annotated[Path | None, typer.Option(help="Line configuration whose database to use.")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL instead of --config.")] = None,
+) -> None:
+    """Revoke tokens by name: they stop working on their next request."""
+    from cellsight.line.config import load_line_config
+    from cellsight.storage.service_store import ServiceStore
+    from cellsight.storage.store import TraceStore
+
+    if (config is None) == (db is None):
+        raise typer.BadParameter("give exactly one of --config or --db")
+    url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
+    with TraceStore.open(url, create=False) as store:
+        count = ServiceStore(store).revoke_tokens(name)
+    if count == 0:
+        raise typer.BadParameter(f"no live token named {name!r}", param_hint="--name")
+    typer.echo(f"revoked {count} token(s) named {name!r}")

@@ -14,6 +14,7 @@ ERROR with reason DUPLICATE_ID under a new sequence.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import uuid
 from dataclasses import dataclass, replace
@@ -31,6 +32,10 @@ from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, InspectionRecord, Reason
 from cellsight.storage.service_store import ServiceStore
 from cellsight.types import Verdict
+
+CELL_ID_PATTERN = r"^[\x21-\x2e\x30-\x7e]{1,128}$"
+"""Printable ASCII without spaces or '/', at most 128 characters: what a DataMatrix cell code holds, and
+what GET /v1/cells/{cell_id} can reach. The one rule for IDs from HTTP clients and from the PLC."""
 
 
 class NotInspectableError(ValueError):
@@ -72,6 +77,12 @@ class LineRecorder:
     ) -> InspectionResult:
         """Inspect and record. `data` None: the camera delivered nothing (`source_error` says why): ERROR."""
         slot = self.registry.slot(station)
+        bad_id = None
+        if cell_id is not None and not re.fullmatch(CELL_ID_PATTERN, cell_id):
+            bad_id = f"cell ID {cell_id[:140]!r} is not a cell code (printable ASCII, no spaces or '/', 1-128)"
+            if not record_unreadable:
+                raise NotInspectableError(bad_id)
+            cell_id = None  # the PLC's ID: recorded as ERROR under a placeholder (or the code read), never OK
         if cell_id is None and not slot.config.read_code and not record_unreadable:
             raise NotInspectableError(f"station {station} does not read cell codes: send the cell_id form field")
         with slot.lock:
@@ -89,6 +100,9 @@ class LineRecorder:
                 shadow_model = (shadow.model_version, shadow.model_hash)
         if outcome.reason is Reason.BAD_IMAGE and not record_unreadable:
             raise NotInspectableError(outcome.error or f"{filename}: not a readable image")
+        if bad_id is not None:
+            outcome = replace(outcome, verdict=Verdict.NG if outcome.verdict is Verdict.NG else Verdict.ERROR,
+                              reason=Reason.UNREADABLE_CODE, error=f"{station}: {bad_id}")
         if cell_id is not None and outcome.decoded_id is not None and outcome.decoded_id != cell_id:
             mismatch = f"{station}: the image's code reads {outcome.decoded_id}, but it was sent as cell {cell_id}"
             outcome = replace(outcome, verdict=Verdict.NG if outcome.verdict is Verdict.NG else Verdict.ERROR,

@@ -203,3 +203,11 @@ def test_a_cell_id_sent_at_a_station_that_reads_codes_is_compared(models: Any, t
         read = client.post("/v1/stations/electrode/inspect", files={"image": ("c.png", png.tobytes())},
                            data={"cell_id": "CODE-A"}, headers={"Authorization": f"Bearer {token}"}).json()
         assert read["cell_id"] == "CODE-A" and read["reason"] != "id_mismatch"
+
+
+def test_a_plc_cell_id_follows_the_apis_id_rules(running_sqlite: Any, models: Any) -> None:
+    """Issue 13 #10: the PLC's CellId skipped the API's ID rules; now both go through the recorder's check."""
+    recorder = running_sqlite.service.recorder
+    result = recorder.inspect("electrode", models.good, "plc.png", "A B/C", record_unreadable=True)
+    assert result.record.verdict.value == "ERROR" and result.record.reason.value == "unreadable_code"
+    assert result.record.cell_id.startswith("UNREAD-") and "not a cell code" in (result.record.error or "")

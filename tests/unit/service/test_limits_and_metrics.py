@@ -59,3 +59,29 @@ def test_hostile_numbers_and_paths_are_4xx_not_500(running_sqlite: Any) -> None:
                                 headers=run.auth("admin"))
     assert long_path.status_code == 422
     assert run.inspect("electrode", b"x", "A/B").status_code == 422  # an ID GET /v1/cells could not reach
+
+
+def test_an_over_limit_chunked_body_is_413_and_two_image_parts_are_refused(running_sqlite: Any, models: Any) -> None:
+    run = running_sqlite
+    limit = run.service.settings.max_upload_bytes
+
+    def chunks():  # type: ignore[no-untyped-def]  (no Content-Length: the limit must count as it streams)
+        boundary = b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n\r\n"
+        yield boundary
+        for _ in range(limit // 65536 + 2):
+            yield b"\0" * 65536
+
+    big = run.client.post("/v1/stations/electrode/inspect", content=chunks(),
+                          headers={**run.auth(), "content-type": "multipart/form-data; boundary=xyz"})
+    assert big.status_code == 413, big.text
+    two = run.client.post("/v1/stations/electrode/inspect", data={"cell_id": "TWO"},
+                          files=[("image", ("a.png", models.good)), ("image", ("b.png", models.defect))],
+                          headers=run.auth())
+    assert two.status_code == 422 and "2 `image` parts" in two.json()["detail"]
+
+
+def test_revoked_tokens_stop_working(running_sqlite: Any) -> None:
+    run = running_sqlite
+    assert run.client.delete("/v1/tokens/test-viewer", headers=run.auth("admin")).json() == {"revoked": 1}
+    assert run.client.get("/v1/models", headers=run.auth("viewer")).status_code == 401
+    assert run.client.delete("/v1/tokens/test-viewer", headers=run.auth("admin")).status_code == 404

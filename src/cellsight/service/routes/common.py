@@ -12,8 +12,6 @@ from cellsight.service.auth import Principal
 from cellsight.service.state import Service
 
 log = logging.getLogger("cellsight.service")
-CELL_ID = r"^[\x21-\x2e\x30-\x7e]{1,128}$"
-"""Printable ASCII without spaces or '/': what a DataMatrix cell code holds, and reachable as a path segment."""
 
 
 _ID_MAX = 2**63 - 1  # what a database BIGINT holds: larger numbers are a 422, not an overflow (500)

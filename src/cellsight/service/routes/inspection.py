@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from cellsight.line.recorder import NotInspectableError
+from cellsight.line.recorder import CELL_ID_PATTERN, NotInspectableError
 from cellsight.service.deps import Operator, ServiceDep, Viewer
-from cellsight.service.routes.common import CELL_ID, InspectionId, check_station, refuse
+from cellsight.service.routes.common import InspectionId, check_station, refuse
 from cellsight.service.schemas import InspectionOut, ReviewIn, ReviewOut
 from cellsight.service.state import Service
 
@@ -20,12 +20,16 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/stations/{station}/inspect", response_model=InspectionOut, tags=["inspection"])
 async def inspect(
-    station: str, who: Operator, service: ServiceDep,
+    request: Request, station: str, who: Operator, service: ServiceDep,
     image: Annotated[UploadFile, File(description="the station's image: PNG, JPEG, BMP or TIFF")],
-    cell_id: Annotated[str | None, Form(pattern=CELL_ID, description="decoded from the image when absent")] = None,
+    cell_id: Annotated[str | None, Form(pattern=CELL_ID_PATTERN, description="read from the image if absent")] = None,
 ) -> InspectionOut:
     """Inspect one image; the inspection is committed to the store before this answers."""
     check_station(service, station)
+    form = await request.form()  # already parsed for the parameters: no second read
+    for part in ("image", "cell_id"):
+        if len(form.getlist(part)) > 1:
+            raise refuse(422, f"{len(form.getlist(part))} `{part}` parts: send exactly one", who)
     data = await image.read()
     name = image.filename or "upload"
     try:
