@@ -260,7 +260,7 @@ def main() -> None:
     if args.no_record:
         return
     save_json("faults", results)
-    rows = ["| fault | clients | faults | answered | OK answers | records | answered-but-lost | changed | duplicates "
+    rows = ["| fault | clients | faults | answers | 200 answers | records | answered-but-lost | changed | duplicates "
             "| ERRORs | 5xx | broken model | recovery s |", "|---" * 13 + "|"]
     for key in ("service_sigkill", "postgres_drop"):
         r = results.get(key)
@@ -280,7 +280,9 @@ def main() -> None:
             "Answered-but-lost counts 200 answers whose inspection is not in the store afterwards. Duplicates are "
             "retries of a request whose first attempt was committed before the kill: recorded as ERROR "
             "`duplicate_id`, never OK. Recovery: from the restart to `/healthz` 200 (model load and warm-up "
-            "included). Not covered here: a full disk (no tmpfs or loop device in this sandbox).\n")
+            "included). A request in flight on a PostgreSQL connection that is terminated fails with 500 and is not "
+            "recorded (never answered OK; the client sends it again). Not covered here: a full disk (no tmpfs or "
+            "loop device in this sandbox).\n")
     write_section("faults", body)
 
 
