@@ -148,18 +148,25 @@ class PatchFeatureExtractor:
             assert self._onnx is not None and not self._onnx.whole_graph
             return self._onnx(batch)
         if self.runtime == "cuda":
-            return self._forward_half(batch, self.device)
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            return self._forward_half(batch, self.device, dtype)
         return self._forward_torch(batch)
 
-    def _forward_half(self, batch: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-        """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32."""
+    def _forward_half(
+        self, batch: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float16
+    ) -> list[torch.Tensor]:
+        """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32.
+
+        The device path run on the CPU (`device="cpu"`, the tests) passes float32: torch's CPU half
+        convolutions are emulated and ~100x slower; their numerics are checked in test_features_half_precision.
+        """
         if self._half is None:
             with self._lazy:
                 if self._half is None:
                     # A copy: nn.Module.to works in place; the float32 CPU weights are what the model file stores.
-                    half = copy.deepcopy(self.model).to(device=device, dtype=torch.float16)
+                    half = copy.deepcopy(self.model).to(device=device, dtype=dtype)
                     self._half = half.to(memory_format=torch.channels_last)
-        batch = batch.to(device=device, dtype=torch.float16, non_blocking=True)
+        batch = batch.to(device=device, dtype=dtype, non_blocking=True)
         return [level.float() for level in self._half(batch.contiguous(memory_format=torch.channels_last))]
 
     def _forward_torch(self, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -244,10 +251,7 @@ class PatchFeatureExtractor:
             scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(stack.dtype)
             if stack.dtype == np.uint16 or stack.dtype == np.bool_:
                 stack = stack.astype(np.float32)
-            pixels = torch.from_numpy(stack)
-            if device.type == "cuda":
-                pixels = pixels.pin_memory()
-            x = pixels.to(device, non_blocking=True).float()
+            x = torch.from_numpy(stack).to(device).float()  # pageable: pinning a fresh buffer per batch costs more
             if scale is not None:
                 x = x / scale
             x = x.reshape(len(members), height, width, -1).permute(0, 3, 1, 2)
