@@ -67,6 +67,10 @@ def train(
     ] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for the hold-out split and sampling.")] = 0,
     model_version: Annotated[str | None, typer.Option(help="Version label stored in the model.")] = None,
+    station: Annotated[
+        str | None, typer.Option(help="Line station the model is for (the service refuses it at another one); "
+                                      "with --costs, whose costs apply.")
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable); a wrong key lists them."),
@@ -74,7 +78,6 @@ def train(
     costs: Annotated[
         Path | None, typer.Option(help="Cost model (YAML, or a line configuration with costs:): least-cost threshold.")
     ] = None,
-    station: Annotated[str | None, typer.Option(help="The station whose costs apply (with --costs).")] = None,
     defect_rate: Annotated[
         float | None, typer.Option(help="Share of defective cells the station sees (with --costs; else the file's).")
     ] = None,
@@ -96,7 +99,7 @@ def train(
     policy = "cost" if terms is not None else "escape" if escape is not None else "overkill"
     request = TrainRequest.with_options(
         detector, options, policy=policy, target=escape if escape is not None else overkill,
-        val_fraction=val_fraction, seed=seed, model_version=model_version, costs=terms,
+        val_fraction=val_fraction, seed=seed, model_version=model_version, station=station, costs=terms,
     )
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")

@@ -51,6 +51,8 @@ class TrainRequest:
     seed: int = 0
     """Seed of the held-out split (the detector's own seed is a setting)."""
     model_version: str | None = None
+    station: str | None = None
+    """The line station the model is for; recorded, and the service refuses it at another station."""
     costs: CostTerms | None = None
     """Policy "cost": the threshold with the least expected cost on the held-out images (target unused)."""
 
@@ -223,7 +225,7 @@ def train(
         "fit_seconds": round(fit_seconds, 3),
         "seed": request.seed,
         "val_fraction": request.val_fraction,
-    } | ({"naming_examples": naming} if naming else {}) | (
+    } | ({"naming_examples": naming} if naming else {}) | ({"station": request.station} if request.station else {}) | (
         {"cost_calibration": request.costs.to_dict()} if request.costs is not None else {})
     digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)

@@ -38,10 +38,3 @@ def test_truth_from_reviews_and_audits_shows_in_the_rates(running: Running, mode
     assert display["truth"]["rows"][-1][0] == "Linie" and display["costs"] is None
     assert run.client.get("/v1/truth").status_code == 401
 
-
-def test_the_overview_asks_for_the_truth_panel_in_the_browsers_language(running_sqlite: Running) -> None:
-    run = running_sqlite
-    run.client.cookies.set("cellsight_token", run.tokens["viewer"])
-    page = run.client.get("/", headers={"Accept-Language": "zh-CN,zh;q=0.9"}).text
-    assert "id='truth-panel'" in page and "/v1/truth?lang=zh_CN" in page
-    assert "/v1/truth?lang=en" in run.client.get("/", headers={"Accept-Language": "fr"}).text

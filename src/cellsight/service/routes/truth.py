@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from cellsight.i18n import localizer, negotiate
 from cellsight.line.truth_report import run_truth_costs, truth_costs_display
-from cellsight.service.auth import Principal, Role, require
-from cellsight.service.state import Service, get_service
+from cellsight.service.deps import Operator, ServiceDep, Viewer
+from cellsight.service.routes.common import RunId
+from cellsight.service.state import Service
 from cellsight.storage.records import TruthSource
 from cellsight.storage.store import DuplicateRecordError
 
 router = APIRouter(prefix="/v1")
-ServiceDep = Annotated[Service, Depends(get_service)]
-Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
-Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 
 
 class TruthIn(BaseModel):
@@ -39,7 +37,7 @@ class TruthOut(BaseModel):
 
 @router.get("/truth", tags=["traceability"])
 async def truth(
-    _: Viewer, service: ServiceDep, run_id: int | None = None,
+    _: Viewer, service: ServiceDep, run_id: RunId = None,
     lang: Annotated[str | None, Query(pattern=r"^[A-Za-z_-]{2,12}$", description="adds `display`: the panel as "
                                       "text in this language (en, zh_CN, de)")] = None,
 ) -> dict[str, Any]:
