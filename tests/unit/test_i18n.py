@@ -21,8 +21,9 @@ def _extracted() -> set[str]:
     with open(ROOT / "babel.cfg", encoding="utf-8") as handle:
         method_map, options_map = parse_mapping_cfg(handle)
     found = set()
+    keywords = {"_": None, "N_": None, "t": None, "gettext": None, "ngettext": (1, 2)}
     for _file, _line, message, _comments, _context in extract_from_dir(
-        ROOT / "src", method_map, options_map, keywords={"_": None, "N_": None, "gettext": None, "ngettext": (1, 2)}
+        ROOT / "src", method_map, options_map, keywords=keywords
     ):
         found.update([message] if isinstance(message, str) else [m for m in message if m])
     return found

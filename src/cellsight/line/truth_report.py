@@ -225,6 +225,7 @@ def truth_costs_display(report: TruthCosts, loc: Localizer | None = None) -> dic
     c = report.line.confusion
     display: dict[str, Any] = {
         "locale": loc.locale,
+        "run": _("run {number}").format(number=report.run_id),
         "title": _("Against truth: escape = defective passed, overkill = good NG (Wilson 95%)"),
         "truth": {"head": truth_head, "rows": truth_rows},
         "confusion_title": _("Line confusion matrix (cells)"),

@@ -22,7 +22,7 @@ log = logging.getLogger("cellsight.service")
 # Routes anyone may call: health for load balancers, the API description, the login form and the
 # dashboard's static files. Tests check every other route needs a token.
 PUBLIC_PATHS = frozenset({
-    "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/logout",
+    "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/login", "/logout", "/language",
     "/static/plotly.min.js", "/static/{name}", "/favicon.ico",
 })
 CONTENT_SECURITY_POLICY = (

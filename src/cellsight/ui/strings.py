@@ -6,8 +6,12 @@ from __future__ import annotations
 
 
 def _(text: str) -> str:
-    """The gettext marker; `render.install_translations` swaps the templates' `_` for a real catalogue."""
+    """The gettext marker: the text is translated where it is shown (templates get the catalogue's `_`)."""
     return text
+
+
+SHOWN_TRANSLATED = (_("viewer"), _("operator"), _("admin"), _("live"), _("shadow"))
+"""Values the templates pass through `_`: roles and deployment kinds."""
 
 
 NAV: tuple[tuple[str, str], ...] = (

@@ -11,25 +11,36 @@ import plotly
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from cellsight.i18n import LOCALES, Localizer
 from cellsight.service.auth import COOKIE, Principal, Role, authenticate, check_csrf, csrf_token, origin_allowed
 from cellsight.service.deps import PageViewer, ServiceDep
 from cellsight.service.state import Service
+from cellsight.ui.locale import LANG_COOKIE, request_localizer, script_text
 from cellsight.ui.render import STATIC, render
-from cellsight.ui.strings import LOGIN_ERRORS
+from cellsight.ui.strings import LOGIN_ERRORS, NAV
 
 router = APIRouter(include_in_schema=False)
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 _STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 
+def _loc(request: Request) -> Localizer:
+    """The page's language: the user's choice (language form) or else the browser's Accept-Language."""
+    return request_localizer(request.headers.get("accept-language"), request.cookies.get(LANG_COOKIE))
+
+
 def _page(request: Request, service: Service, who: Principal, template: str, active: str, live: str = "",
-          **context: Any) -> HTMLResponse:
-    """A page for `who`: navigation, the CSRF token for its forms and requests, and the script's settings."""
+          loc: Localizer | None = None, **context: Any) -> HTMLResponse:
+    """A page for `who` in their language: navigation, the CSRF token for its forms and requests, and the
+    script's settings (with its strings in that language)."""
+    loc = loc or _loc(request)
     token = request.cookies.get(COOKIE) or ""
     csrf = csrf_token(token) if token else ""
     settings = {"images": who.role >= Role.OPERATOR, "review": who.role >= Role.OPERATOR,
-                "refresh": service.settings.refresh_seconds, "csrf": csrf}
-    return HTMLResponse(render(template, who=who, active=active, csrf=csrf, page=live, settings=settings, **context))
+                "refresh": service.settings.refresh_seconds, "csrf": csrf, "lang": loc.html_lang,
+                "locale": loc.locale, "text": script_text(loc)}
+    return HTMLResponse(render(template, loc, who=who, active=active, csrf=csrf, page=live, settings=settings,
+                               **context))
 
 
 @router.get("/static/plotly.min.js")
@@ -51,8 +62,33 @@ def favicon() -> Response:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(error: str | None = None) -> HTMLResponse:
-    return HTMLResponse(render("login.html", who=None, active="/login", error=LOGIN_ERRORS.get(error or "", "")))
+def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+    loc = _loc(request)
+    message = LOGIN_ERRORS.get(error or "", "")
+    return HTMLResponse(render("login.html", loc, who=None, active="/login",
+                               error=loc.gettext(message) if message else ""))
+
+
+_LANGUAGE_TARGETS = frozenset({"/login", *(href for href, _label in NAV)})
+
+
+@router.post("/language")
+def language(request: Request, service: ServiceDep, lang: Annotated[str, Form(max_length=12)] = "",
+             next: Annotated[str, Form(max_length=64)] = "/", csrf: Annotated[str, Form(max_length=128)] = ""
+             ) -> Response:
+    """Remember the user's language in a cookie. A logged-in browser must send its CSRF token (and our
+    origin); before login the form must come from our own pages. Only our own pages are redirect targets."""
+    if lang not in LOCALES:
+        raise HTTPException(400, f"unknown language {lang!r}; choose from {', '.join(LOCALES)}")
+    token = request.cookies.get(COOKIE)
+    if token:
+        check_csrf(request, token, csrf)
+    elif not origin_allowed(request, service.settings.allowed_origins):
+        raise HTTPException(403, "the language form must be sent from this site")
+    response = RedirectResponse(next if next in _LANGUAGE_TARGETS else "/", status_code=303)
+    response.set_cookie(LANG_COOKIE, lang, httponly=True, samesite="strict", secure=service.settings.secure_cookie,
+                        max_age=365 * 24 * 3600)
+    return response
 
 
 @router.post("/login")
@@ -100,10 +136,11 @@ def review(request: Request, who: PageViewer, service: ServiceDep) -> HTMLRespon
 
 @router.get("/cells", response_class=HTMLResponse)
 def cells(request: Request, who: PageViewer, service: ServiceDep, id: str | None = None) -> HTMLResponse:
+    loc = _loc(request)
     found = service.store.cell_inspections(id) if id else []
     dispositions = service.trace.cells(cell_id=id) if id else []
     rows = [{
-        "time": r.inspected_at.strftime("%Y-%m-%d %H:%M:%S"), "run_seq": f"{r.run_id}/{r.sequence}",
+        "time": loc.datetime(r.inspected_at), "run_seq": f"{r.run_id}/{r.sequence}",
         "station": r.station, "verdict": r.verdict.value, "score": "–" if math.isnan(r.score) else f"{r.score:.3f}",
         "label": r.defect_class or (r.reason.value if r.reason else ""), "model": r.model_version,
         "stored": (r.heatmap_path or r.image_path) is not None, "base": f"/v1/inspections/{i}",
@@ -112,10 +149,11 @@ def cells(request: Request, who: PageViewer, service: ServiceDep, id: str | None
     fates = [{
         "run_id": c.run_id, "sequence": c.sequence, "disposition": c.disposition.value,
         "css": "OK" if c.disposition.value == "OK" else "NG", "failed_station": c.failed_station,
-        "finished_at": c.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished_at": loc.datetime(c.finished_at),
     } for c in dispositions]
-    return _page(request, service, who, "cells.html", "/cells", cell_id=id or "", found=bool(found or dispositions),
-                 rows=rows, dispositions=fates, see_images=who.role >= Role.OPERATOR)
+    return _page(request, service, who, "cells.html", "/cells", loc=loc, cell_id=id or "",
+                 found=bool(found or dispositions), rows=rows, dispositions=fates,
+                 see_images=who.role >= Role.OPERATOR)
 
 
 def _score(value: float | None) -> str:
@@ -124,19 +162,20 @@ def _score(value: float | None) -> str:
 
 @router.get("/models", response_class=HTMLResponse)
 def models(request: Request, who: PageViewer, service: ServiceDep) -> HTMLResponse:
+    loc = _loc(request)
     stations = []
     for station in service.config.station_names:
         live, shadow = service.store.current(station, "live"), service.store.current(station, "shadow")
         scored, differ = service.store.shadow_counts(station)
         history = [{
             "id": d.id, "kind": d.kind, "version": d.version, "sha": d.model_sha256[:12], "by": d.created_by,
-            "when": f"{d.created_at:%Y-%m-%d %H:%M}",
-            "state": "LIVE" if live and d.id == live.id else "SHADOW" if shadow and d.id == shadow.id else "",
-            "ended": f"ended {d.ended_at:%Y-%m-%d %H:%M}" if d.ended_at else "",
+            "when": loc.datetime(d.created_at),
+            "state": "live" if live and d.id == live.id else "shadow" if shadow and d.id == shadow.id else "",
+            "ended": loc.datetime(d.ended_at) if d.ended_at else "",
         } for d in reversed(service.store.deployments(station))]
         stations.append({"station": station, "live": live.version if live else None,
                          "shadow": shadow.version if shadow else None, "scored": scored, "differ": differ,
                          "history": history})
     rows = [{**d.__dict__, "live_score": _score(d.live_score), "shadow_score": _score(d.shadow_score)}
             for d in service.store.disagreements(limit=50)]
-    return _page(request, service, who, "models.html", "/models", stations=stations, disagreements=rows)
+    return _page(request, service, who, "models.html", "/models", loc=loc, stations=stations, disagreements=rows)

@@ -16,7 +16,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 function fill(id, ...children) { const n = document.getElementById(id); n.replaceChildren(...children); return n; }
-function pct(v, digits) { return v == null ? "–" : (100 * v).toFixed(digits == null ? 1 : digits) + "%"; }
+function pct(v, digits) {
+  const d = digits == null ? 1 : digits;
+  return v == null ? "–" : new Intl.NumberFormat(CS.lang, {style: "percent", minimumFractionDigits: d, maximumFractionDigits: d}).format(v);
+}
+function num(v, digits) {
+  return v == null ? "–" : new Intl.NumberFormat(CS.lang, {minimumFractionDigits: digits || 0, maximumFractionDigits: digits || 0}).format(v);
+}
 async function getJSON(url) {
   const r = await fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}});
   if (r.status === 401) { window.location = "/login"; throw new Error("logged out"); }
@@ -25,7 +31,7 @@ async function getJSON(url) {
 }
 function poll(fn) {
   const say = text => { const s = document.getElementById("updated"); if (s) s.textContent = text; };
-  const run = () => fn().then(() => say(t("updated") + " " + new Date().toLocaleTimeString()))
+  const run = () => fn().then(() => say(t("updated") + " " + new Date().toLocaleTimeString(CS.lang)))
     .catch(e => say(t("refresh failed") + ": " + e.message));
   run(); setInterval(run, 1000 * CS.refresh);
 }
@@ -37,8 +43,8 @@ function renderOverview(q) {
   fill("kpis",
     kpi(pct(q.rty), t("rolled throughput yield")),
     kpi(pct(q.final.final_yield), t("final yield") + " (" + q.final.ok + " OK / " + q.final.cells + ")"),
-    kpi(String(q.inspections), t("inspections in run") + " " + q.run_id),
-    kpi(String(q.pchart.out_of_control.length), t("p-chart signals")));
+    kpi(num(q.inspections), t("inspections in run") + " " + q.run_id),
+    kpi(num(q.pchart.out_of_control.length), t("p-chart signals")));
   const st = q.stations.filter(s => s.fpy != null);
   if (st.length) {
     const fpy = {type: "bar", x: st.map(s => s.station), y: st.map(s => s.fpy), marker: {color: "#2e6fba"},
@@ -52,10 +58,10 @@ function renderOverview(q) {
   if (q.pareto.length) {
     const names = q.pareto.map(p => p.category);
     Plotly.react("pareto", [
-      {type: "bar", x: names, y: q.pareto.map(p => p.count), name: "count", marker: {color: q.pareto.map(p => p.kind === "defect" ? "#2e6fba" : "#d97706")}},
-      {type: "scatter", mode: "lines+markers", x: names, y: q.pareto.map(p => 100 * p.cumulative_share), yaxis: "y2", name: "cumulative %", line: {color: "#b42318"}}],
+      {type: "bar", x: names, y: q.pareto.map(p => p.count), name: t("count"), marker: {color: q.pareto.map(p => p.kind === "defect" ? "#2e6fba" : "#d97706")}},
+      {type: "scatter", mode: "lines+markers", x: names, y: q.pareto.map(p => 100 * p.cumulative_share), yaxis: "y2", name: t("cumulative %"), line: {color: "#b42318"}}],
       Object.assign({}, LAYOUT, {title: {text: t("Defect Pareto (blue: model's class, orange: line's reason)")}, showlegend: false, margin: {l: 60, r: 60, t: 40, b: 60},
-        yaxis: {title: {text: t("non-OK inspections")}, rangemode: "tozero"}, yaxis2: {title: {text: "cumulative %"}, overlaying: "y", side: "right", range: [0, 105], showgrid: false}}), CONFIG);
+        yaxis: {title: {text: t("non-OK inspections")}, rangemode: "tozero"}, yaxis2: {title: {text: t("cumulative %")}, overlaying: "y", side: "right", range: [0, 105], showgrid: false}}), CONFIG);
   } else note("pareto", t("No NG or ERROR inspections: nothing to rank."));
   const pc = q.pchart;
   if (pc.centre != null) {
@@ -71,21 +77,22 @@ function renderOverview(q) {
         yaxis: {tickformat: ".0%", rangemode: "tozero", title: {text: t("reject rate")}}, legend: {orientation: "h", y: -0.25},
         xaxis: {title: {text: t("subgroup")}, tickmode: "array", tickvals: x, ticktext: g.map(s => s.label)}}), CONFIG);
   } else note("pchart", t("No finished cells yet: no p-chart."));
-  const num = v => el("td", {className: "num", text: v});
+  const cellNum = v => el("td", {className: "num", text: v});
   fill("stations",
-    el("tr", {}, ...["Station", "Inspected", "Passed", "NG", "ERROR", "FPY", "95% CI", "Mean / p95 ms"].map(h => el("th", {text: t(h)}))),
-    ...q.stations.map(s => el("tr", {}, el("td", {text: s.station}), num(s.inspected), num(s.passed), num(s.ng), num(s.error),
-      num(pct(s.fpy)), num(s.interval ? pct(s.interval[0]) + "–" + pct(s.interval[1]) : "–"),
-      num(s.mean_latency_ms == null ? "–" : s.mean_latency_ms.toFixed(1) + " / " + s.p95_latency_ms.toFixed(1)))));
+    el("tr", {}, ...[t("Station"), t("Inspected"), t("Passed"), "NG", "ERROR", "FPY", t("95% CI"), t("Mean / p95 ms")].map(h => el("th", {text: h}))),
+    ...q.stations.map(s => el("tr", {}, el("td", {text: s.station}), cellNum(num(s.inspected)), cellNum(num(s.passed)),
+      cellNum(num(s.ng)), cellNum(num(s.error)), cellNum(pct(s.fpy)),
+      cellNum(s.interval ? pct(s.interval[0]) + "–" + pct(s.interval[1]) : "–"),
+      cellNum(s.mean_latency_ms == null ? "–" : num(s.mean_latency_ms, 1) + " / " + num(s.p95_latency_ms, 1)))));
 }
 function card(i, withButtons) {
   const img = CS.images ? (i.heatmap_url || i.image_url) : null;
   const pic = img ? el("a", {href: i.image_url || img}, el("img", {loading: "lazy", alt: t("heat map of inspection") + " " + i.id, src: img}))
     : el("p", {className: "note", text: CS.images ? t("no image stored") : t("images need the operator role")});
   const box = el("div", {className: "card", id: "card-" + i.id}, pic,
-    el("div", {}, el("span", {className: "v " + i.verdict, text: i.verdict}), " " + i.station + " · score " + (i.score == null ? "–" : i.score.toFixed(3))),
+    el("div", {}, el("span", {className: "v " + i.verdict, text: i.verdict}), " " + i.station + " · " + t("score") + " " + (i.score == null ? "–" : num(i.score, 3))),
     el("div", {}, el("a", {href: "/cells?id=" + encodeURIComponent(i.cell_id), text: i.cell_id}), " · #" + i.id),
-    el("div", {className: "note", text: (i.defect_class || i.reason || "") + " · " + new Date(i.inspected_at).toLocaleString()}));
+    el("div", {className: "note", text: (i.defect_class || i.reason || "") + " · " + new Date(i.inspected_at).toLocaleString(CS.lang)}));
   if (withButtons) {
     const cls = el("input", {type: "text", placeholder: t("defect class"), size: 8});
     cls.value = i.defect_class || "";
@@ -114,7 +121,23 @@ document.addEventListener("click", async ev => {
   if (r.ok) { box.remove(); document.getElementById("count").textContent = String(document.querySelectorAll("#queue .card").length); }
   else { const d = await r.json().catch(() => ({})); alert(t("review refused") + ": " + (d.detail ? JSON.stringify(d.detail) : r.status)); }
 });
-const PAGES = {overview: () => poll(() => getJSON("/v1/quality").then(renderOverview)), gallery: () => poll(renderGallery),
+function table(id, head, rows) {
+  fill(id, el("tr", {}, ...head.map(h => el("th", {text: h}))),
+    ...rows.map(r => el("tr", {}, el("th", {text: r[0]}), ...r.slice(1).map(v => el("td", {className: "num", text: v})))));
+}
+function renderTruth(data) {
+  const d = data.display;  // the panel's text in the page's language, formatted on the server (Babel)
+  fill("truth-title", d.title + " · " + d.run);
+  table("truth", d.truth.head, d.truth.rows);
+  fill("confusion-title", d.confusion_title);
+  table("confusion", d.confusion.head, d.confusion.rows);
+  fill("sampled", d.sampled);
+  fill("naming", d.naming);
+  if (d.costs) { fill("costs-title", d.costs.title); table("costs", d.costs.head, d.costs.rows); }
+  else { fill("costs-title", d.costs_missing); fill("costs"); }
+}
+const PAGES = {overview: () => poll(() => Promise.all([getJSON("/v1/quality").then(renderOverview),
+  getJSON("/v1/truth?lang=" + encodeURIComponent(CS.locale)).then(renderTruth)])), gallery: () => poll(renderGallery),
   review: () => poll(renderQueue)};
 const start = PAGES[document.body.dataset.page];
 if (start) start();
