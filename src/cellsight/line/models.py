@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellsight.inference.seam import InferenceBackend, LocalBackend
 from cellsight.line.config import LineConfig, StationConfig
 from cellsight.line.station import StationInspector
 from cellsight.modelfile import load_model
@@ -45,8 +46,9 @@ class StationSlot:
 class ModelRegistry:
     """All stations' models, loaded at start from the store's deployment history (or the configuration)."""
 
-    def __init__(self, config: LineConfig, store: ServiceStore) -> None:
+    def __init__(self, config: LineConfig, store: ServiceStore, backend: InferenceBackend | None = None) -> None:
         self.store = store
+        self.backend = backend or LocalBackend()
         self.models_dir = config.output_dir / "models"
         self._admin = threading.Lock()  # one deploy / rollback / shadow change at a time
         self.slots: dict[str, StationSlot] = {}
@@ -118,7 +120,6 @@ class ModelRegistry:
             partial.replace(target)
         return target
 
-    @staticmethod
-    def _inspector(station: StationConfig, path: Path, read_code: bool | None = None) -> StationInspector:
+    def _inspector(self, station: StationConfig, path: Path, read_code: bool | None = None) -> StationInspector:
         return StationInspector(station.name, path, station.threshold,
-                                station.read_code if read_code is None else read_code)
+                                station.read_code if read_code is None else read_code, self.backend)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from cellsight.inference.backends import open_backend
 from cellsight.line.config import LineConfig
 from cellsight.line.models import ModelRegistry
 from cellsight.line.recorder import LineRecorder
@@ -41,7 +42,7 @@ class Service:
     def start(cls, config: LineConfig, config_sha256: str, settings: Settings | None = None) -> Service:
         trace = TraceStore.open(config.database)
         store = ServiceStore(trace)
-        registry = ModelRegistry(config, store)
+        registry = ModelRegistry(config, store, open_backend(config.inference, config.line))
         run_id = trace.start_run(config.line, config_sha256, config.station_names)
         return cls(config, config_sha256, settings or Settings(), trace, store, registry,
                    LineRecorder(config, store, registry, run_id), run_id)
@@ -49,6 +50,7 @@ class Service:
     def stop(self) -> None:
         self.trace.set_run_status(self.run_id, "stopped")
         self.trace.close()
+        self.registry.backend.close()
 
     @property
     def output_dir(self) -> Path:
