@@ -157,7 +157,8 @@ def check_weights(feature_extractor: Any, state_dict: dict[str, Any]) -> dict[st
 # ------------------------------------------------------------------------------------------------------
 
 
-def read_gray(paths: Sequence[str]) -> list[Any]:
+def read_gray(paths: Sequence[str], color: bool = False) -> list[Any]:
+    """(C, H, W) uint8 tensors: gray (C=1), or RGB (C=3) where the spec says `"color": true`."""
     import numpy as np
     import torch
     from PIL import Image
@@ -165,7 +166,10 @@ def read_gray(paths: Sequence[str]) -> list[Any]:
     out = []
     for p in paths:
         with Image.open(p) as im:
-            out.append(torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8, copy=True))[None])
+            if color:
+                out.append(torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8, copy=True)).permute(2, 0, 1))
+            else:
+                out.append(torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8, copy=True))[None])
     return out
 
 
@@ -177,7 +181,7 @@ def make_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
 
 
 def to_batch(images: Sequence[Any], transform: Any) -> Any:
-    """uint8 (1, H, W) grays -> float [0, 1], replicated to 3 channels, then the anomalib transform."""
+    """uint8 (1, H, W) grays (or (3, H, W) RGB) -> float [0, 1], grays replicated to 3 channels, then the transform."""
     import torch
 
     def prep(x: Any) -> Any:
@@ -255,6 +259,19 @@ def score(module: Any, images: Sequence[Any], transform: Any, batch_size: int) -
     if not all(math.isfinite(s) for s in scores):
         raise SystemExit("anomalib returned non-finite scores")
     return scores
+
+
+def save_maps(module: Any, images: Sequence[Any], transform: Any, batch_size: int, out: Path) -> None:
+    """The test images' raw ``anomaly_map`` (image_size square, float16) to an .npy file, for pixel metrics."""
+    import numpy as np
+    import torch
+
+    module.eval()
+    maps = []
+    with torch.inference_mode():
+        for batch in chunks(images, batch_size):
+            maps.append(module.model(to_batch(batch, transform)).anomaly_map.squeeze(1).half().numpy())
+    np.save(out, np.concatenate(maps) if maps else np.zeros((0, 1, 1), np.float16))
 
 
 def latency_ms(module: Any, images: Sequence[Any], transform: Any) -> dict[str, float]:
@@ -362,9 +379,10 @@ def run_model(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     batch_size = int(spec["batch_size"])
 
     t0 = time.perf_counter()
-    fit_all = read_gray(spec["fit"])
-    calibrate = read_gray(spec["calibrate"])
-    test = read_gray(spec["test"])
+    color = bool(spec.get("color", False))
+    fit_all = read_gray(spec["fit"], color)
+    calibrate = read_gray(spec["calibrate"], color)
+    test = read_gray(spec["test"], color)
     decode_s = time.perf_counter() - t0
 
     transform = make_transform(int(spec["image_size"]), spec["mean"], spec["std"])
@@ -406,6 +424,8 @@ def run_model(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     calibrate_scores = score(module, calibrate, transform, batch_size)
     test_scores = score(module, test, transform, batch_size)
     predict_s = time.perf_counter() - t4
+    if spec.get("maps_out"):
+        save_maps(module, test, transform, batch_size, Path(spec["maps_out"]))
     latency = latency_ms(module, test or calibrate, transform)
     n_scored = len(calibrate) + len(test)
 
