@@ -137,5 +137,5 @@ def test_a_pipelined_line_on_ray_records_what_the_sequential_local_line_records(
             summary = LineRuntime(config, sha, store, use).run()
             rows[name] = sorted((r.sequence, r.station, r.cell_id, r.verdict, r.score, r.reason)
                                 for r in store.inspections(summary.run_id))
-    assert len(rows["local"]) == 2 * 21
+    assert len(rows["local"]) == 2 * 20
     assert rows["ray"] == rows["local"]

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -78,22 +79,32 @@ class RayModel:
         self.detector_name = detector_name
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """All images in flight at once (so Serve can batch them), results in order."""
-        pending = [self.handle.remote(image) for image in images]
-        return [self._result(response, image) for response, image in zip(pending, images, strict=True)]
+        """All images in flight at once (so Serve can batch them), results in order.
 
-    def _result(self, response: Any, image: np.ndarray) -> Prediction:
-        error: BaseException | None = None
+        Failed requests (a replica died, the deadline passed) are sent again together, once; what still
+        fails becomes that image's failed prediction, so the caller records ERROR for it.
+        """
+        results: list[Prediction | None] = [None] * len(images)
+        pending = {i: self.handle.remote(image) for i, image in enumerate(images)}
+        failed: dict[int, BaseException] = {}
         for attempt in range(ATTEMPTS):
-            try:
-                if attempt:
-                    response = self.handle.remote(image)
-                result: Prediction = response.result(timeout_s=RESULT_TIMEOUT_S)
-                return result
-            except Exception as exc:  # replica died, timed out or failed: retry once, then ERROR
-                error = exc
-                log.warning("%s: ray request failed (attempt %d): %s", self.station, attempt + 1, exc)
-        return Prediction.failed(f"{self.station}: ray inference failed: {type(error).__name__}: {error}")
+            deadline = time.monotonic() + RESULT_TIMEOUT_S
+            failed = {}
+            for i, response in pending.items():
+                try:
+                    results[i] = response.result(timeout_s=max(0.01, deadline - time.monotonic()))
+                except Exception as exc:  # replica died, timed out or failed
+                    failed[i] = exc
+                    response.cancel()
+            if not failed:
+                break
+            log.warning("%s: %d ray requests failed (attempt %d): %s", self.station, len(failed), attempt + 1,
+                        next(iter(failed.values())))
+            if attempt + 1 < ATTEMPTS:
+                pending = {i: self.handle.remote(images[i]) for i in failed}
+        for i, error in failed.items():
+            results[i] = Prediction.failed(f"{self.station}: ray inference failed: {type(error).__name__}: {error}")
+        return [r for r in results if r is not None]
 
     def close(self) -> None:
         serve.delete(self.app_name, _blocking=True)
