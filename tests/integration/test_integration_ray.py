@@ -139,3 +139,52 @@ def test_a_pipelined_line_on_ray_records_what_the_sequential_local_line_records(
                                 for r in store.inspections(summary.run_id))
     assert len(rows["local"]) == 2 * 20
     assert rows["ray"] == rows["local"]
+
+
+def test_rescore_on_ray_data_matches_local_and_reports_flips(  # type: ignore[no-untyped-def]
+    cluster: None, patchcore_model: Path, tiny_mvtec: Path, tmp_path: Path
+) -> None:
+    from cellsight.line.config import load_line_config
+    from cellsight.line.runtime import LineRuntime
+    from cellsight.storage.store import TraceStore
+    from cellsight.workflows.rescore import rescore, stored_inspections, write_rescore_html
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, path in enumerate(sorted((tiny_mvtec / "test").glob("*/*.png"))):
+        shutil.copy(path, folder / f"{i:03d}-{path.parent.name}.png")
+    yaml = tmp_path / "line.yaml"
+    yaml.write_text(f"line: l\ndatabase: sqlite:///{tmp_path / 'trace.db'}\noutput_dir: {tmp_path / 'out'}\n"
+                    f"stations:\n  - {{name: s, model: {patchcore_model}, read_code: false, "
+                    f"source: {{kind: folder, path: {folder}}}}}\n")
+    config, sha = load_line_config(yaml)
+    with TraceStore.open(config.database) as store:
+        run_id = LineRuntime(config, sha, store).run().run_id
+        records = stored_inspections(store, run_id=run_id)
+    assert len(records) == 20
+    (folder / "007-good.png").write_bytes(b"not a png any more")  # a stored image gone bad since
+    local = rescore(patchcore_model, records)
+    remote = rescore(patchcore_model, records, ray=True, workers=2, cpus_per_worker=0.5)
+    (station,) = remote.stations
+    assert station == local.stations[0]  # same counts, same flips, same scores
+    assert (station.images, station.compared, station.agree) == (20, 19, 19)  # the same model agrees with itself
+    (flip,) = station.flips
+    assert flip.new == "ERROR" and "007-good.png" in (flip.error or "")
+    page = write_rescore_html(remote, tmp_path / "report.html").read_text()
+    assert "100.00%" in page and "007-good.png" in page and "Ray Data, 2 workers" in page
+
+
+def test_parallel_fit_on_ray_gives_the_local_memory_bank(cluster: None, tiny_mvtec: Path) -> None:
+    from cellsight.detectors.base import TrainingSet
+    from cellsight.detectors.patchcore import PatchCore
+    from cellsight.inference.parallel_fit import ray_fit_map
+
+    images = [read_image(p) for p in sorted((tiny_mvtec / "train" / "good").glob("*.png"))]
+    settings = PatchCoreSettings(image_size=64, bank_size=200, batch_size=8)
+    local = PatchCore(settings).fit(TrainingSet.good(images))
+    parallel = PatchCore(settings)
+    parallel.fit_map = ray_fit_map("auto", workers=2, cpus_per_worker=0.5)
+    parallel.fit(TrainingSet.good(images))
+    assert local.memory_bank is not None and parallel.memory_bank is not None
+    assert local.memory_bank.shape == (200, local.memory_bank.shape[1])
+    assert np.array_equal(parallel.memory_bank, local.memory_bank)
