@@ -39,11 +39,14 @@ class Service:
     telemetry: Telemetry = field(default_factory=Telemetry)
 
     @classmethod
-    def start(cls, config: LineConfig, config_sha256: str, settings: Settings | None = None) -> Service:
+    def start(cls, config: LineConfig, config_sha256: str, settings: Settings | None = None,
+              run_id: int | None = None) -> Service:
+        """A new service run, or (`run_id`) one more worker process on a run another process started."""
         trace = TraceStore.open(config.database)
         store = ServiceStore(trace)
         registry = ModelRegistry(config, store, open_backend(config.inference, config.line))
-        run_id = trace.start_run(config.line, config_sha256, config.station_names)
+        if run_id is None:
+            run_id = trace.start_run(config.line, config_sha256, config.station_names)
         return cls(config, config_sha256, settings or Settings(), trace, store, registry,
                    LineRecorder(config, store, registry, run_id), run_id)
 
