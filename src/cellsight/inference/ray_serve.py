@@ -138,7 +138,7 @@ class RayBackend:
             ray_actor_options={"num_cpus": s.replica_cpus, "num_gpus": s.replica_gpus},
         )
         app = deployment.bind(station, content_hash, s.max_batch_size, s.batch_wait_ms,
-                              max(1, int(s.replica_cpus)))
+                              max(1, round(s.replica_cpus)))
         handle = serve.run(app, name=app_name, route_prefix=None)
         model = RayModel(station, app_name, handle, loaded.version or model_path.stem, content_hash,
                          loaded.detector.name)
