@@ -25,7 +25,7 @@ from ray import serve
 from cellsight.errors import ModelFileError
 from cellsight.inference import model_store
 from cellsight.inference.cluster import connect, resolve_address, shutdown
-from cellsight.inference.seam import InferenceSettings, LocalModel, StationModel
+from cellsight.inference.seam import InferenceSettings, LocalModel, StationModel, working_size
 from cellsight.modelfile import load_model
 from cellsight.types import Prediction
 
@@ -70,8 +70,9 @@ class RayModel:
     """A station model served by Ray: same interface as `LocalModel`, images sent one request each."""
 
     def __init__(self, station: str, app_name: str, handle: Any, model_version: str, model_hash: str,
-                 detector_name: str) -> None:
+                 detector_name: str, working_size: int) -> None:
         self.station = station
+        self.working_size = working_size
         self.app_name = app_name
         self.handle = handle
         self.model_version = model_version
@@ -141,7 +142,7 @@ class RayBackend:
                               max(1, round(s.replica_cpus)))
         handle = serve.run(app, name=app_name, route_prefix=None)
         model = RayModel(station, app_name, handle, loaded.version or model_path.stem, content_hash,
-                         loaded.detector.name)
+                         loaded.detector.name, working_size(loaded.detector))
         self.models.append(model)
         return model
 

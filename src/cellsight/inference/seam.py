@@ -45,6 +45,7 @@ class StationModel(Protocol):
     model_version: str
     model_hash: str
     detector_name: str
+    working_size: int  # the side the model scores at (256 when the detector does not say)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]: ...
 
@@ -70,6 +71,7 @@ class LocalModel:
         self.model_version = loaded.version or model_path.stem
         self.model_hash = loaded.content_hash
         self.detector_name = loaded.detector.name
+        self.working_size = working_size(loaded.detector)
         self._lock = threading.Lock()
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -92,3 +94,8 @@ class LocalBackend:
 
     def close(self) -> None:
         return None
+
+
+def working_size(detector: AnyDetector) -> int:
+    """The side a detector scores at (images are resized to it); 256 when its settings do not say."""
+    return int(getattr(detector.settings, "image_size", 256) or 256)

@@ -21,7 +21,8 @@ import cv2
 
 from cellsight.inference.backends import open_backend
 from cellsight.inference.seam import InferenceBackend
-from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
+from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig, check_output_dir
+from cellsight.line.disposition import decide
 from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
 from cellsight.line.station import StageTimes, StationInspector, StationOutcome, no_image
 from cellsight.metrics.overlay import overlay_heatmap
@@ -73,6 +74,7 @@ class LineRuntime:
         self, config: LineConfig, config_sha256: str, store: TraceStore, backend: InferenceBackend | None = None
     ) -> None:
         """`backend`: where the stations' models run; None opens the configuration's (closed by `close`)."""
+        check_output_dir(config)
         self.config = config
         self.config_sha256 = config_sha256
         self.store = store
@@ -80,7 +82,7 @@ class LineRuntime:
         self.backend = backend or open_backend(config.inference, config.line)
         try:
             self.stations = [
-                _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code, self.backend),
+                _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code, s.images, self.backend),
                          open_source(s.source))
                 for i, s in enumerate(config.stations)
             ]
@@ -247,18 +249,18 @@ class LineRuntime:
         self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord],
         times: StageTimes | None = None,
     ) -> Disposition:
-        """The cell's disposition from its inspections, committed after its last station."""
-        disposition, failed = cell_disposition(records)
+        """The cell's disposition from its inspections (the line's one rule), committed after its last station."""
+        decision = decide(records, [s.config.name for s in self.stations])
         storage_start = time.perf_counter()
         self.store.record_cell(
             CellRecord(
                 run_id=run_id, sequence=sequence, cell_id=cell_id or f"UNREAD-{run_id}-{sequence}",
-                disposition=disposition, failed_station=None if failed is None else failed.station,
-                reason=None if failed is None else failed.reason, finished_at=datetime.now(UTC),
+                disposition=decision.disposition, failed_station=decision.station, reason=decision.reason,
+                finished_at=datetime.now(UTC),
             )
         )
         (times or self.times).storage_ms += (time.perf_counter() - storage_start) * 1000.0
-        return disposition
+        return decision.disposition
 
     def _save_images(
         self, run_id: int, sequence: int, station: _Station, image: SourceImage, outcome: StationOutcome,
@@ -280,17 +282,6 @@ class LineRuntime:
             if ok:
                 heatmap_path = str(_write_atomic(folder / f"{stem}-heatmap.png", png.tobytes()))
         return image_path, heatmap_path
-
-
-def cell_disposition(records: list[InspectionRecord]) -> tuple[Disposition, InspectionRecord | None]:
-    """NG if any station found a defect; REVIEW if any could not decide; OK only when all said OK."""
-    for record in records:
-        if record.verdict is Verdict.NG:
-            return Disposition.NG, record
-    for record in records:
-        if record.verdict is Verdict.ERROR:
-            return Disposition.REVIEW, record
-    return Disposition.OK, None
 
 
 def _not_ok(verdict: Verdict) -> Verdict:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsight.data.images import ImageReadError, decode_image
+from cellsight.data.images import ImageReadError, decode_image, image_format
 from cellsight.inference.seam import InferenceBackend, LocalBackend, StationModel
-from cellsight.line.config import ThresholdPolicy
+from cellsight.line.config import ImageLimits, ThresholdPolicy
 from cellsight.line.sources import SourceImage
 from cellsight.storage.records import Reason
 from cellsight.types import Prediction, Verdict
@@ -75,6 +75,7 @@ class StationInspector:
         model_path: Path,
         threshold: ThresholdPolicy | None = None,
         read_code: bool = True,
+        limits: ImageLimits | None = None,
         backend: InferenceBackend | None = None,
     ) -> None:
         self.name = name
@@ -84,6 +85,30 @@ class StationInspector:
         self.model_hash = self.model.model_hash
         self.threshold = threshold or ThresholdPolicy()
         self.read_code = read_code
+        self.limits = limits or ImageLimits()
+        self.max_pixels = self.limits.pixels_for(self.working_size)
+
+    @property
+    def working_size(self) -> int:
+        """The side the model scores at (images are resized to it); 256 when the detector does not say."""
+        return self.model.working_size
+
+    def warm_up(self) -> None:
+        """Score one blank image, so that everything built lazily on first use (the backbone's ONNX export,
+        a traced graph, thread pools, a Ray replica) exists before the first real cell."""
+        size = self.working_size
+        self.model.predict([np.zeros((size, size, 3), np.uint8)])
+
+    def check_upload(self, data: bytes, name: str) -> str | None:
+        """Why this station refuses `data` before decoding (size, format), naming the file and the setting."""
+        limits = self.limits
+        if len(data) > limits.max_bytes:
+            return (f"{name}: {len(data):,} bytes, over station {self.name}'s limit of {limits.max_bytes:,} "
+                    "(stations[].images.max_bytes)")
+        fmt = image_format(data)
+        if fmt is not None and fmt not in limits.formats:
+            return f"{name}: a {fmt} image; station {self.name} accepts {', '.join(limits.formats)} (images.formats)"
+        return None
 
     def inspect_bytes(self, data: bytes, name: str, times: StageTimes | None = None) -> StationOutcome:
         return self.inspect_many([(data, name)], times)[0]
@@ -98,13 +123,22 @@ class StationInspector:
         return self.finish([self.prepare(data, name, times) for data, name in files], times)
 
     def prepare(self, data: bytes, name: str, times: StageTimes) -> Prepared:
+        """Check, decode and read the code of one image; a refusal is its ERROR outcome, already made."""
         start = time.perf_counter()
+        refused = self.check_upload(data, name)
+        if refused is not None:
+            return Prepared(start, None, None, _unreadable(refused, start))
         try:
-            image = decode_image(data, name)
+            image = decode_image(data, name, self.max_pixels)
         except ImageReadError as exc:
-            return Prepared(start, None, None, _unreadable(str(exc), start))
+            error = f"{exc} (station {self.name}: images.max_pixels)" if "over the limit" in str(exc) else str(exc)
+            return Prepared(start, None, None, _unreadable(error, start))
         finally:
             times.decode_ms += (time.perf_counter() - start) * 1000.0
+        if min(image.shape[:2]) < self.limits.min_side:
+            return Prepared(start, None, None, _unreadable(
+                f"{name}: image is {image.shape[1]}x{image.shape[0]}, smaller than station "
+                f"{self.name}'s minimum side of {self.limits.min_side} (images.min_side)", start))
         return self.prepare_image(image, start, times)
 
     def prepare_image(self, image: np.ndarray, start: float, times: StageTimes) -> Prepared:

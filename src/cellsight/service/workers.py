@@ -1,7 +1,7 @@
 """`cellsight serve --workers N`: uvicorn starts N processes, each building the app with this factory.
 
 The CLI starts the service run once and hands every worker the line file and the run's id through the
-environment; the workers share the run through the database (sequence counters, unique cell claims), so
+environment (service settings travel as the CELLSIGHT_* variables `Settings` reads); the workers share the run through the database (sequence counters, unique cell claims), so
 no process holds a lock the others need.
 """
 
@@ -13,16 +13,14 @@ from fastapi import FastAPI
 
 from cellsight.line.config import load_line_config
 from cellsight.service.app import create_app
-from cellsight.service.state import Service, Settings
+from cellsight.service.settings import Settings
+from cellsight.service.state import Service
 
 CONFIG_ENV = "CELLSIGHT_SERVE_CONFIG"
 RUN_ENV = "CELLSIGHT_SERVE_RUN"
-UPLOAD_ENV = "CELLSIGHT_SERVE_MAX_UPLOAD"
-COOKIE_ENV = "CELLSIGHT_SERVE_SECURE_COOKIE"
 
 
 def worker_app() -> FastAPI:
     """One worker's app on the run named in the environment (set by `cellsight serve --workers`)."""
     config, sha = load_line_config(os.environ[CONFIG_ENV])
-    settings = Settings(max_upload_bytes=int(os.environ[UPLOAD_ENV]), secure_cookie=os.environ[COOKIE_ENV] == "1")
-    return create_app(Service.start(config, sha, settings, run_id=int(os.environ[RUN_ENV])))
+    return create_app(Service.start(config, sha, Settings(), run_id=int(os.environ[RUN_ENV])))
