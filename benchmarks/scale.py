@@ -202,16 +202,16 @@ def postgres_ceiling(admin_url: str, seconds: float = 10.0, writers: int = 4) ->
     return {"inspections_per_s": rate, "writers": writers, "synchronous_commit": str(sync)}
 
 
-def rescore_rows(work: Path, n_images: int, n_train: int) -> dict[str, float]:
+def rescore_rows(work: Path, n_images: int, n_train: int, size: int) -> dict[str, float]:
     """`rescore` on `n_images` stored images (copies of 200 synthetic weld images), local vs Ray Data."""
     import shutil
 
     from cellsight.workflows.rescore import rescore, stored_inspections
 
     data = work / "synth" / "weld"
-    model = work / "models" / "weld-128.safetensors"
+    model = work / "models" / f"weld-{size}.safetensors"
     train(load_dataset(data), model, TrainRequest("patchcore", PatchCoreSettings(
-        image_size=128, ignore_boxes=((0, 0, 0.34, 0.34),)), target=0.01))
+        image_size=size, ignore_boxes=((0, 0, 0.34, 0.34),)), target=0.01))
     sources = sorted(data.glob("train/good/*.png"))[:200] or sorted(data.glob("*/*/*.png"))[:200]
     stored = work / "stored"
     stored.mkdir()
@@ -233,7 +233,7 @@ def rescore_rows(work: Path, n_images: int, n_train: int) -> dict[str, float]:
     same = [(s.images, s.compared, s.agree) for s in local.stations] == [
         (s.images, s.compared, s.agree) for s in remote.stations]
     return {"images": len(records), "local_images_per_s": local.images_per_second,
-            "ray_images_per_s": remote.images_per_second, "same_result": same, "n_train": n_train}
+            "ray_images_per_s": remote.images_per_second, "same_result": same, "n_train": n_train, "size": size}
 
 
 def plan(overhead: dict[str, float], ceiling: dict[str, float], gpu_rate: float) -> str:
@@ -267,6 +267,7 @@ def main() -> None:
     parser.add_argument("--takt", type=float, default=240.0, help="cells/min for the latency runs (the demo's)")
     parser.add_argument("--takt-cells", type=int, default=100)
     parser.add_argument("--rescore-images", type=int, default=10_000)
+    parser.add_argument("--rescore-size", type=int, default=128, help="the rescore candidate's image_size")
     parser.add_argument("--no-record", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cellsight-scale-"))
@@ -279,7 +280,7 @@ def main() -> None:
     print(overhead, file=sys.stderr, flush=True)
     ceiling = postgres_ceiling(args.postgres)
     print(ceiling, file=sys.stderr, flush=True)
-    rescored = rescore_rows(work, args.rescore_images, args.train)
+    rescored = rescore_rows(work, args.rescore_images, args.train, args.rescore_size)
     print(rescored, file=sys.stderr, flush=True)
     body = header("Scale: pipelined line, Ray Serve, PostgreSQL ceiling") + (
         f"\nPatchCore stations (256x256 synthetic battery images, {args.train} train images each, default "
@@ -301,7 +302,7 @@ def main() -> None:
         f"synchronous_commit={ceiling['synchronous_commit']}): **{ceiling['inspections_per_s']:.0f} "
         "inspections/s** committed.\n\n"
         f"`cellsight rescore` on {rescored['images']:,} stored images (PNG copies of 200 synthetic weld images, "
-        "a 128 px PatchCore candidate, SQLite, batches of 16): "
+        f"a {rescored['size']} px PatchCore candidate, SQLite, batches of 16): "
         f"**{rescored['local_images_per_s']:.1f} images/s in-process**, "
         f"**{rescored['ray_images_per_s']:.1f} images/s on Ray Data with 2 workers** (1 CPU each; the local "
         f"cluster's start-up included); same agreement counts both ways: {rescored['same_result']}.\n\n"

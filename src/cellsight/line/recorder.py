@@ -31,6 +31,7 @@ from cellsight.line.station import StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, InspectionRecord, Reason
 from cellsight.storage.service_store import ServiceStore
+from cellsight.storage.store import DuplicateRecordError
 from cellsight.types import Verdict
 
 ATTEMPTS = 3

@@ -1,8 +1,8 @@
 """`cellsight serve --workers N`: uvicorn starts N processes, each building the app with this factory.
 
 The CLI starts the service run once and hands every worker the line file and the run's id through the
-environment (service settings travel as the CELLSIGHT_* variables `Settings` reads); the workers share the run through the database (sequence counters, unique cell claims), so
-no process holds a lock the others need.
+environment (service settings travel as the CELLSIGHT_* variables `Settings` reads); the workers share the
+run through the database (sequence counters, unique cell claims), so no process holds a lock the others need.
 """
 
 from __future__ import annotations
