@@ -82,3 +82,32 @@ def test_editing_model_in_the_line_file_takes_effect_at_the_next_start(models: A
     with edited.client:
         assert _live(edited)["version"] == "v2"
         assert edited.service.store.deployments("electrode")[-1].created_by == "line configuration (model: edited)"
+
+
+def test_a_hashed_model_without_calibration_is_refused_not_a_500(running_sqlite: Any, models: Any,
+                                                               tmp_path: Path) -> None:
+    """Issue 13 #10: a model file with a valid hash but no calibration answered 500."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from cellsight.modelfile import content_hash
+
+    tensors = load_file(str(models.v1))
+    with open(models.v1, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        metadata = json.loads(handle.read(size))["__metadata__"]
+    (meta_key,) = [k for k, v in metadata.items() if v.startswith("{")]
+    (hash_key,) = [k for k in metadata if k != meta_key]
+    description = json.loads(metadata[meta_key])
+    description["calibration"] = None
+    text = json.dumps(description, sort_keys=True)
+    bad = tmp_path / "uncalibrated.safetensors"
+    save_file(tensors, str(bad), metadata={meta_key: text, hash_key: content_hash(text, tensors)})
+    run = running_sqlite
+    refused = run.client.post("/v1/stations/electrode/models", data={"path": str(bad)}, headers=run.auth("admin"))
+    assert refused.status_code == 422 and "uncalibrated.safetensors" in refused.json()["detail"]
+    upload = run.client.post("/v1/stations/electrode/models", files={"model": ("mine.safetensors", bad.read_bytes())},
+                             headers=run.auth("admin"))
+    assert upload.status_code == 422 and "mine.safetensors" in upload.json()["detail"]
+    assert ".upload-" not in upload.json()["detail"]  # no server temp path in the answer
