@@ -219,6 +219,51 @@ def line_soak(work: Path, model: Path, kills: int, cells: int) -> dict[str, obje
     }
 
 
+_MEMORY_PROBE = """
+import sys
+from pathlib import Path
+from cellsight.line.station import StationInspector
+inspector = StationInspector("probe", Path(sys.argv[1]), read_code=False)
+inspector.warm_up()
+data = Path(sys.argv[2]).read_bytes()
+def status(key):
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))
+    return int(line.split()[1])
+Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+before = status("VmRSS:")
+outcome = inspector.inspect_bytes(data, Path(sys.argv[2]).name)
+print(inspector.max_pixels, outcome.verdict.value, outcome.reason, (status("VmHWM:") - before) // 1024)
+"""
+
+
+def memory_probe(work: Path, model: Path) -> dict[str, object]:
+    """Peak memory (VmHWM reset before the request, a fresh process each) of one request at the station's
+    pixel limit, and of an all-zero 16384 x 8192 PNG (refused before decoding)."""
+    import struct
+    import zlib
+
+    import cv2
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"".join(b"\0" + bytes(16384) for _ in range(8192)), 9)
+    bomb = work / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16384, 8192, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    side = 2048  # (16 x 96)^2 is below the floor of 2048^2: the limit of this model's station
+    largest = work / "largest.png"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(largest), rng.integers(0, 255, (side, side, 3), np.uint8))
+    found = {}
+    for name, path in (("bomb", bomb), ("largest", largest)):
+        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(model), str(path)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        found[name] = {"bytes": path.stat().st_size, "verdict": out[1], "reason": out[2], "peak_mb": int(out[3]),
+                       "max_pixels": int(out[0])}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=4)
@@ -256,6 +301,7 @@ def main() -> None:
                     connection.execute(text('DROP DATABASE IF EXISTS "cellsight_faults" WITH (FORCE)'))
                 admin.dispose()
         results["line_sigkill"] = line_soak(work, model, args.kills, args.line_cells)
+        results["memory"] = memory_probe(work, model)
     print(results)
     if args.no_record:
         return
@@ -270,19 +316,26 @@ def main() -> None:
                         f"| {r['records']} | **{r['answered_but_lost']}** | {r['answered_but_changed']} "
                         f"| {r['duplicates_recorded']} | {r['errors_recorded']} | {r['server_errors_5xx']} "
                         f"| {r['unreadable_model_answer']} | {', '.join(map(str, r['recovery_seconds']))} |")
-    line = results["line_sigkill"]
-    assert isinstance(line, dict)
+    line, memory = results["line_sigkill"], results["memory"]
+    assert isinstance(line, dict) and isinstance(memory, dict)
     body = (f"{title}\n" + "\n".join(rows) + "\n\n"
             f"`line run` over {line['cells_in_folder']} cells x 2 stations, SIGKILLed {line['sigkills']} times and "
             f"resumed: {line['cells_recorded']} cells recorded, {line['missing_cells']} missing, "
             f"{line['duplicate_cells']} duplicated, {line['inspections']} inspections, {line['review']} REVIEW, "
             f"{line['seconds']} s in all ({line['runs']} run row(s)).\n\n"
+            f"Memory per request (model working size {SIZE} px; the station's pixel limit is "
+            f"{memory['largest']['max_pixels']:,}): an all-zero 16384 x 8192 PNG of {memory['bomb']['bytes']:,} bytes "
+            f"is refused before decoding ({memory['bomb']['verdict']} {memory['bomb']['reason']}, peak "
+            f"+{memory['bomb']['peak_mb']} MB); a random 2048 x 2048 RGB PNG at the limit is inspected "
+            f"({memory['largest']['verdict']}) with a peak of +{memory['largest']['peak_mb']} MB over the loaded "
+            "model (VmHWM reset just before the request, a fresh process each).\n\n"
             "Answered-but-lost counts 200 answers whose inspection is not in the store afterwards. Duplicates are "
             "retries of a request whose first attempt was committed before the kill: recorded as ERROR "
             "`duplicate_id`, never OK. Recovery: from the restart to `/healthz` 200 (model load and warm-up "
-            "included). A request in flight on a PostgreSQL connection that is terminated fails with 500 and is not "
-            "recorded (never answered OK; the client sends it again). Not covered here: a full disk (no tmpfs or "
-            "loop device in this sandbox).\n")
+            "included). A request whose PostgreSQL connection is terminated mid-request answers 500, never OK; its "
+            "inspection may already be committed (a later write of the same request failed: compare records with "
+            "200 answers), so a client's resend then shows as duplicate_id. Not covered here: a full disk (no tmpfs "
+            "or loop device in this sandbox).\n")
     write_section("faults", body)
 
 

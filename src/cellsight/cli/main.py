@@ -20,6 +20,7 @@ from cellsight.cli.errors import user_errors
 from cellsight.cli.line import line_app
 from cellsight.cli.progress import console, progress_bars
 from cellsight.cli.progress import fail as _fail
+from cellsight.cli.rescore import rescore
 from cellsight.cli.serve import serve, token_app
 from cellsight.cli.synth import synth
 from cellsight.errors import ConfigError
@@ -81,6 +82,10 @@ def train(
     defect_rate: Annotated[
         float | None, typer.Option(help="Share of defective cells the station sees (with --costs; else the file's).")
     ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Fit PatchCore's per-image stage on Ray workers.")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray address for --ray; default: RAY_ADDRESS, else a local cluster.")
+    ] = None,
 ) -> None:
     """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
@@ -104,7 +109,7 @@ def train(
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
     with progress_bars() as bars:
-        result = run_train(dataset, out, request, bars)
+        result = run_train(dataset, out, request, bars, ray=(ray_address or "") if ray else None)
     cal = result.calibration
     what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
     goal = "the least expected cost" if cal.policy == "cost" else f"{cal.policy} {cal.target:.1%}"
@@ -298,5 +303,6 @@ def version() -> None:
 app.command()(synth)
 app.add_typer(line_app, name="line")
 app.command()(serve)
+app.command()(rescore)
 app.add_typer(token_app, name="token")
 app.add_typer(dataset_app, name="dataset")

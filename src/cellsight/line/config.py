@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cellsight.calibration.cost_model import CostModel, validation_problems
 from cellsight.errors import ConfigError
 from cellsight.i18n import N_
+from cellsight.inference.seam import InferenceSettings
 from cellsight.storage.engine import DEFAULT_URL
 
 
@@ -152,6 +153,8 @@ class LineConfig(_Strict):
     on_ng: OnNg = OnNg.REJECT
     save_images: SaveImages = SaveImages.NOT_OK
     cells: int | None = Field(None, gt=0)  # stop after this many cells; None: until a source runs dry
+    pipelined: bool = False  # stations work at the same time on successive cells (see line/pipeline.py)
+    inference: InferenceSettings = InferenceSettings()  # local (in-process) or ray (Ray Serve replicas)
     stations: list[StationConfig] = Field(min_length=1)
     costs: CostModel | None = None  # cost of quality, energy and CO2e (calibration/cost_model.py)
     audit: AuditPolicy | None = None
