@@ -64,6 +64,6 @@ def test_the_truth_migration_downgrades_and_keeps_older_rows(database_url: str) 
     with TraceStore.open(database_url) as store:
         run_id = store.start_run("line-1", "f" * 64, ["weld"])
         store.record_inspection(_inspection(run_id, 0, "weld"), truth="good")
-        downgrade(store.engine, "0002")
+        downgrade(store.engine, "0003")
         upgrade(store.engine)
         assert len(store.inspections(run_id)) == 1 and store.truths(run_id) == []
