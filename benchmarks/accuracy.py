@@ -65,6 +65,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("", {}),
     "patchcore-hnsw": ("patchcore", {"search": "hnsw"}),
     "patchcore-exact": ("patchcore", {"search": "exact"}),
+    "patchcore-exact-frac1": ("patchcore", {"search": "exact", "per_image_fraction": 1.0}),
+    "patchcore-exact-layers123": ("patchcore", {"search": "exact", "layers": (1, 2, 3)}),
+    "patchcore-exact-sigma2": ("patchcore", {"search": "exact", "smoothing_sigma": 2.0}),
     "classical": ("classical", {}),
 }
 
