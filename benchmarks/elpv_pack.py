@@ -7,6 +7,7 @@ the repository). Unpacking writes PNGs in the package's layout (labels.csv + ima
 `load_elpv(data_dir, splits=("train",))` reads; this script needs only OpenCV and cellsight's data layer.
 
     PYTHONPATH=src .venv/bin/python benchmarks/elpv_pack.py pack --out .devpack/elpv
+    PYTHONPATH=src .venv/bin/python benchmarks/elpv_pack.py pack --split test --out .devpack/elpv-test
     PYTHONPATH=src python3 benchmarks/elpv_pack.py unpack --pack .devpack/elpv --out .devdata/elpv   # GPU
 """
 
@@ -23,9 +24,9 @@ from cellsight.data import load_dataset
 from cellsight.data.elpv import elpv_data_dir
 
 
-def pack(out: Path) -> None:
-    """Train cells as lossless WebP (pixels verified) + the package's labels.csv."""
-    train = load_dataset("elpv").select(split="train")
+def pack(out: Path, split: str = "train") -> None:
+    """One split's cells as lossless WebP (pixels verified) + the package's labels.csv."""
+    train = load_dataset("elpv").select(split=split)
     (out / "images").mkdir(parents=True, exist_ok=True)
     shutil.copy(elpv_data_dir() / "labels.csv", out / "labels.csv")
     total = 0
@@ -37,7 +38,7 @@ def pack(out: Path) -> None:
             raise SystemExit(f"{item.path}: lossless WebP round trip changed the pixels")
         (out / "images" / (item.path.stem + ".webp")).write_bytes(encoded.tobytes())
         total += encoded.size
-    print(f"packed {len(train)} train cells, {total / 1e6:.1f} MB, into {out}")
+    print(f"packed {len(train)} {split} cells, {total / 1e6:.1f} MB, into {out}")
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -67,12 +68,14 @@ def main() -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     p_pack = sub.add_parser("pack")
     p_pack.add_argument("--out", type=Path, required=True)
+    p_pack.add_argument("--split", choices=("train", "test"), default="train",
+                        help="test: the 654 test cells (19 MB), for the GPU's CPU-vs-GPU agreement check")
     p_unpack = sub.add_parser("unpack")
     p_unpack.add_argument("--pack", type=Path, required=True)
     p_unpack.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.step == "pack":
-        pack(args.out)
+        pack(args.out, args.split)
     else:
         unpack(args.pack, args.out)
 

@@ -3,6 +3,9 @@
 Each measurement runs in a fresh child process, so peak memory (max RSS) is that method's alone.
 anomalib's PaDiM and PatchCore run through `benchmarks/anomalib_runner.py` in `.venv-anomalib` on the same
 images (skipped when that environment is missing: `make anomalib-env`). Results are printed as ratios.
+PatchCore has one row per CPU runtime offered (ONNX Runtime, the default; OpenVINO where installed;
+TorchScript), and the exactness table scores the whole ELPV test split with each runtime against the
+TorchScript reference (same model, same threshold): verdict agreement, score difference, AUROC.
 
     .venv/bin/python benchmarks/speed.py                      # ELPV table + scaling 100/1,000/10,000
     .venv/bin/python benchmarks/speed.py --scaling 100 1000   # a shorter scaling run
@@ -55,8 +58,10 @@ def child_measure(detector: str, n_fit: int, options: dict[str, Any], threads: i
         model.score([image])
         latencies.append((time.perf_counter() - t) * 1000.0)
     bank = getattr(model, "memory_bank", None)
+    runtime = options.get("runtime")
     return {
-        "detector": detector, "n_fit": n_fit, "fit_seconds": fit_seconds,
+        "detector": detector if runtime is None else f"{detector} ({runtime})",
+        "n_fit": n_fit, "fit_seconds": fit_seconds,
         "images_per_s_batch16": batched, "images_per_s_batch1": 1000.0 / float(np.mean(latencies)),
         "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_p99": float(np.percentile(latencies, 99)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -80,13 +85,55 @@ class _Augmented:
         return np.ascontiguousarray(image)
 
 
-def run_child(detector: str, n_fit: int, options: dict[str, Any], threads: int) -> dict[str, Any]:
+def child_exactness(n_fit: int, threads: int, runtimes: list[str]) -> list[dict[str, Any]]:
+    """One PatchCore, the ELPV test split scored by every runtime; TorchScript is the reference."""
+    import torch
+
+    from cellsight.calibration import calibrate_for_overkill
+    from cellsight.data import LazyImages, load_dataset
+    from cellsight.detectors.base import MapSize, TrainingSet
+    from cellsight.detectors.patchcore import PatchCore
+    from cellsight.metrics.image_metrics import image_auroc
+
+    torch.set_num_threads(threads)
+    dataset = load_dataset("elpv")
+    goods = dataset.select(split="train", defect_class="good").paths
+    test = dataset.select(split="test")
+    labels = np.array(test.labels)
+    images = list(LazyImages(test.paths))
+    model = PatchCore(runtime="torch").fit(TrainingSet.good(LazyImages(goods[:n_fit])))
+    held_out = list(LazyImages(goods[n_fit : n_fit + 100]))
+    threshold = calibrate_for_overkill(model.score(held_out, MapSize.NONE).scores, 0.05).threshold
+    reference = model.score(images, MapSize.NONE).scores
+    rows = []
+    for runtime in ["torch", *runtimes]:
+        model.use_runtime(runtime)  # type: ignore[arg-type]
+        scores = model.score(images, MapSize.NONE).scores
+        diff = np.abs(scores.astype(np.float64) - reference)
+        rows.append({"runtime": runtime, "precision": "float32", "images": len(images),
+                     "verdicts_agree": float(np.mean((scores >= threshold) == (reference >= threshold))),
+                     "max_diff_over_threshold": float(diff.max() / threshold),
+                     "auroc": image_auroc(labels, scores)})
+    return rows
+
+
+def run_child(detector: str, n_fit: int, options: dict[str, Any], threads: int) -> Any:
     command = [sys.executable, __file__, "--child", json.dumps([detector, n_fit, options, threads])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_anomalib(n_fit: int, threads: int) -> list[dict[str, Any]]:
+def cpu_runtimes() -> list[str]:
+    """The CPU runtimes this installation offers besides the TorchScript reference."""
+    from cellsight.features.onnx_backbone import onnxruntime_version
+    from cellsight.features.openvino_backbone import openvino_version
+
+    return [name for name, there in (("onnx", onnxruntime_version()), ("openvino", openvino_version())) if there]
+
+
+def run_anomalib(
+    n_fit: int, threads: int, python: Path = ANOMALIB_PYTHON, models: tuple[str, ...] = ("padim", "patchcore")
+) -> list[dict[str, Any]]:
     from cellsight.data import load_dataset
     from cellsight.features.backbones import backbone_spec
 
@@ -95,17 +142,18 @@ def run_anomalib(n_fit: int, threads: int) -> list[dict[str, Any]]:
     test = dataset.select(split="test").paths[:64]
     spec = backbone_spec("tf_efficientnet_lite0")
     rows = []
-    for model, extra in (("padim", {}), ("patchcore", {"coreset_sampling_ratio": 0.1})):
+    chosen = [(m, extra) for m, extra in (("padim", {}), ("patchcore", {"coreset_sampling_ratio": 0.1})) if m in models]
+    for model, extra in chosen:
         spec_json = {
             "backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": 256,
             "mean": list(spec.mean), "std": list(spec.std), "fit": [str(p) for p in goods],
             "calibrate": [str(p) for p in test[:8]], "test": [str(p) for p in test], "patchcore": extra,
-            "threads": threads,
+            "threads": threads, "batch_size": 16,  # the batch cellsight's rows are timed at
         }
         path, out = ROOT / "runs" / f"speed-spec-{model}.json", ROOT / "runs" / f"speed-{model}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(spec_json))
-        done = subprocess.run([str(ANOMALIB_PYTHON), str(ROOT / "benchmarks" / "anomalib_runner.py"), "--spec",
+        done = subprocess.run([str(python), str(ROOT / "benchmarks" / "anomalib_runner.py"), "--spec",
                                str(path), "--out", str(out), "--model", model], capture_output=True, text=True)
         if done.returncode != 0:  # reported as a failed row, never dropped silently
             last = [line for line in done.stderr.splitlines() if "Error" in line and "oneMKL" not in line]
@@ -131,24 +179,35 @@ def main() -> None:
     parser.add_argument("--n-fit", type=int, default=100, help="good images for the side-by-side table")
     parser.add_argument("--scaling", type=int, nargs="*", default=[100, 1000, 10000])
     parser.add_argument("--skip-anomalib", action="store_true")
+    parser.add_argument("--anomalib-python", type=Path, default=ANOMALIB_PYTHON,
+                        help="the python of .venv-anomalib (a worktree can use the main checkout's)")
+    parser.add_argument("--anomalib-models", nargs="+", default=["padim", "patchcore"])
     args = parser.parse_args()
     if args.child:
         detector, n_fit, options, threads = json.loads(args.child)
-        print(json.dumps(child_measure(detector, n_fit, options, threads)))
+        if detector == "exactness":
+            print(json.dumps(child_exactness(n_fit, threads, options["runtimes"])))
+        else:
+            print(json.dumps(child_measure(detector, n_fit, options, threads)))
         return
 
     title = header("Speed side by side (ELPV cells, 256x256)")  # now: its load average is the start's
-    table = [run_child(name, args.n_fit, {}, args.threads) for name in ("patchcore", "classical")]
-    if not args.skip_anomalib and ANOMALIB_PYTHON.exists():
-        table += run_anomalib(args.n_fit, args.threads)
+    runtimes = cpu_runtimes()
+    table = [run_child("patchcore", args.n_fit, {"runtime": r}, args.threads) for r in [*runtimes, "torch"]]
+    table.append(run_child("classical", args.n_fit, {}, args.threads))
+    if not args.skip_anomalib and args.anomalib_python.exists():
+        table += run_anomalib(args.n_fit, args.threads, args.anomalib_python, tuple(args.anomalib_models))
+    exactness = run_child("exactness", args.n_fit, {"runtimes": runtimes}, args.threads)
     scaling = [run_child("patchcore", n, {}, args.threads) for n in args.scaling]
-    save_json("speed", {"table": table, "scaling": scaling})
+    save_json("speed", {"threads": args.threads, "table": table, "exactness": exactness, "scaling": scaling})
 
     reference = next((r for r in table if r["detector"] == "anomalib patchcore" and "failed" not in r), None)
     lines = [title,
              f"Fit on {args.n_fit} good cells (anomalib PatchCore at its default 10% coreset), predict on 64 test "
-             "cells. Each row is its own process (peak RSS is that method's). Ratios are against anomalib "
-             "PatchCore in this run.", "",
+             "cells (decoded beforehand), at batch 16 and one by one (batch 1, latency percentiles over 40 calls). "
+             f"Every row, anomalib's too, runs with {args.threads} threads, in its own process (peak RSS is "
+             "that method's), one after another in this run on this machine, which is shared with other work "
+             "(see the load averages). Ratios are against anomalib PatchCore in this run.", "",
              "| method | fit (s) | images/s batch 16 | images/s batch 1 | latency p50 / p99 (ms) | peak RSS (MB) |"
              " fit speed-up | predict speed-up |", "|---|---|---|---|---|---|---|---|"]
     for row in table:
@@ -163,6 +222,14 @@ def main() -> None:
             f"| {row['detector']} | {_fmt(row['fit_seconds'])} | {_fmt(row['images_per_s_batch16'])} | "
             f"{_fmt(row['images_per_s_batch1'])} | {_fmt(row['latency_ms_p50'])} / {_fmt(row['latency_ms_p99'])} | "
             f"{_fmt(row['peak_rss_mb'], 0)} | {fit_ratio} | {predict_ratio} |")
+    lines += ["", "Exactness: one PatchCore (fitted on the same cells, threshold for 5% overkill on 100 held-out good "
+              f"cells), the {exactness[0]['images']} ELPV test cells scored by each runtime; the reference is "
+              "TorchScript with pooling in eager torch. An int8 backbone is not offered: it is not verdict-exact.", "",
+              "| runtime | precision | verdicts agreeing with the reference | max score diff / threshold | "
+              "image AUROC |", "|---|---|---|---|---|"]
+    for row in exactness:
+        lines.append(f"| {row['runtime']} | {row['precision']} | {100 * row['verdicts_agree']:.2f}% | "
+                     f"{row['max_diff_over_threshold']:.1e} | {row['auroc']:.4f} |")
     lines += ["", "PatchCore fit as the good set grows (cells beyond 1,131 are flips/rotations of the real ones):", "",
               "| good images | fit (s) | s per 1,000 images | memory bank rows | peak RSS (MB) |",
               "|---|---|---|---|---|"]

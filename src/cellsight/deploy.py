@@ -6,10 +6,12 @@ the others are refused with a `DeploymentError` saying so.
 `export_deployment` writes a folder:
 - `model.safetensors`: the model file itself, byte for byte (memory bank, HNSW graph, calibration, the
   backbone weights the ONNX graph was exported from; its content hash is what identifies the model);
-- `backbone.onnx`: the backbone exported from those weights (opset 17, static H x W, dynamic batch);
+- `backbone.onnx`: the feature step exported from those weights (opset 17, static H x W, dynamic batch):
+  since format 2 the whole `features.graph.FeatureGraph` (pixels in, patch features out); format 1 folders
+  hold the backbone alone and still load (pooling then runs in torch);
 - `deploy.json`: detector, model version and content hash, input size, preprocessing, layers,
-  calibration, the sha256 of both files, the onnxruntime version that verified the export, and the
-  measured Torch-vs-ONNX difference on the verification images.
+  calibration, the sha256 of both files, the runtime and precision that were verified (`runtime`: ONNX
+  Runtime, float32, with its version), and the measured Torch-vs-ONNX difference on the verification images.
 
 Why the ONNX graph is a file with its sha256 here and not a tensor inside the model file: the model
 file stays the single hashed source of truth (its hash does not depend on the exporter's version), and
@@ -37,7 +39,7 @@ from cellsight.features.onnx_backbone import OPSET, export_onnx, onnxruntime_ver
 from cellsight.modelfile import LoadedModel, load_model
 
 FORMAT = "cellsight-deployment"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_FILE = "model.safetensors"
 ONNX_FILE = "backbone.onnx"
 MANIFEST_FILE = "deploy.json"
@@ -183,6 +185,7 @@ def _manifest(
         "model_file": MODEL_FILE,
         **export.description,
         "calibration": loaded.metadata.get("calibration"),
+        "runtime": {"name": "onnxruntime", "version": ort_version, "precision": "float32", "graph": "features"},
         "onnx": {
             "file": ONNX_FILE,
             "sha256": sha256(onnx_bytes),

@@ -34,7 +34,10 @@ def test_old_model_file_loads_and_scores_as_before(detector: str) -> None:
     assert [p.verdict.value for p in predictions] == expected["verdicts"]
     assert [p.defect_class for p in predictions] == expected["defect_classes"]
     assert raw.maps is not None and list(raw.maps[0].shape) == expected["map_shape"]
-    assert [float(np.asarray(m, dtype=np.float64).sum()) for m in raw.maps] == expected["raw_map_sums"]
+    # Map sums to float32 rounding: PatchCore's ONNX runtime has run the whole feature step as one fused
+    # graph since the fixtures were written (pooling was torch's), which moves map pixels in the last bits.
+    sums = [float(np.asarray(m, dtype=np.float64).sum()) for m in raw.maps]
+    np.testing.assert_allclose(sums, expected["raw_map_sums"], rtol=1e-6)
 
 
 def test_old_patchcore_config_migrates_to_typed_settings() -> None:

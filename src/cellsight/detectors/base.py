@@ -143,7 +143,8 @@ class BackboneExport:
     """What `cellsight.deploy` needs of a detector whose backbone can run as a verified ONNX graph."""
 
     module: torch.nn.Module
-    """The torch backbone to export (images in, feature levels out)."""
+    """The torch module to export: a `features.graph.FeatureGraph` (pixels in, patch features out), or a
+    bare backbone (normalised NCHW images in, feature levels out)."""
     image_size: int
     """The graph's static input side (square)."""
     probe_side: int

