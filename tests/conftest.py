@@ -132,3 +132,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'trace.db'}"
         return
     yield from _postgres_database(f"cellsight_test_{os.getpid()}_{uuid.uuid4().hex[:8]}")
+
+
+# --- a real browser: headless Chromium (playwright drives it). CI must have it, as it must have PostgreSQL ----
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium executable; skipped locally when missing, a failure under CI (browser tests never vanish)."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("no chromium on PATH: CI must run the browser tests (.ci/run installs it)")
+        pytest.skip("no chromium on PATH")
+    return found

@@ -112,7 +112,7 @@ def load_model(path: Path | str) -> LoadedModel:
         cls = detector_class(description["detector"])
         detector = cls.from_state(description["config"], tensors)
         detector.calibration = Calibration.from_dict(description["calibration"])
-    except (KeyError, ValueError, RuntimeError) as exc:  # ConfigError, ModelFileError, torch's shape checks
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # also a null calibration
         raise ModelFileError(path, f"cannot rebuild the detector: {exc}") from exc
     return LoadedModel(detector=detector, metadata=description, content_hash=actual)
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -90,12 +92,21 @@ def test_concurrent_clients_every_request_answered_and_recorded(database_url: st
         assert len({r.sequence for r in records}) == 200  # every upload a distinct cell
         assert {a["id"] for a in answers} == set(running.service.store.inspection_ids(running.service.run_id))
         assert all(r.reason is None or r.reason.value != "duplicate_id" for r in records)
-        metrics = httpx.get(f"{running.url}/metrics").text
+        metrics = httpx.get(f"{running.url}/metrics", headers=running.headers("viewer")).text
         total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                     if line.startswith("cellsight_inspections_total{"))
         assert total == 200
     finally:
         running.stop()
+
+
+def _until(page: Any, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression through the DevTools protocol: the pages' Content-Security-Policy forbids the
+    eval that playwright's wait_for_function uses."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +127,12 @@ def dashboard(model: Path, tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFa
     running.stop()
 
 
-def test_dashboard_in_headless_chromium(dashboard: Server) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no /usr/bin/chromium")
+def test_dashboard_in_headless_chromium(dashboard: Server, chromium: str) -> None:
+    from playwright import sync_api as playwright_api
     SHOTS.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         outside: list[str] = []
@@ -143,7 +152,7 @@ def test_dashboard_in_headless_chromium(dashboard: Server) -> None:
 
         page.click("text=NG gallery")
         page.wait_for_selector("#gallery .card img")
-        page.wait_for_function("Array.from(document.querySelectorAll('#gallery img')).every(i => i.naturalWidth > 0)")
+        _until(page, "Array.from(document.querySelectorAll('#gallery img')).every(i => i.naturalWidth > 0)")
         page.screenshot(path=str(SHOTS / "gallery.png"), full_page=True)
 
         page.click("text=Cell lookup")
@@ -155,13 +164,13 @@ def test_dashboard_in_headless_chromium(dashboard: Server) -> None:
 
         page.click("text=Review queue")
         page.wait_for_selector("#queue .card")
-        page.wait_for_function("document.getElementById('count').textContent !== '…'")
+        _until(page, "document.getElementById('count').textContent !== '…'")
         before = int(page.inner_text("#count"))
         page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
         page.locator("#queue .card button.false").first.click()
-        page.wait_for_function(f"document.getElementById('count').textContent === '{before - 1}'")
+        _until(page, f"document.getElementById('count').textContent === '{before - 1}'")
         page.reload()
-        page.wait_for_function(f"document.getElementById('count').textContent === '{before - 1}'")
+        _until(page, f"document.getElementById('count').textContent === '{before - 1}'")
         page.screenshot(path=str(SHOTS / "review-after.png"), full_page=True)
 
         page.click("text=Models")
@@ -171,3 +180,56 @@ def test_dashboard_in_headless_chromium(dashboard: Server) -> None:
     assert not errors, errors
     assert not outside, f"the dashboard loaded from outside the service: {outside[:3]}"
     assert len(dashboard.service.store.review_queue()) == before - 1
+
+
+HOSTILE_CELL = "C9'\"><img src=x onerror=\"window.__xss='cell'\">"
+HOSTILE_CLASS = "crack' autofocus onfocus='window.__xss=\"class\"' x='\"><script>window.__xss='script'</script>"
+
+
+def test_hostile_names_show_as_text_and_never_run_script(dashboard: Server, chromium: str) -> None:
+    """Issue 13 #2: a model's class name and a cell ID with quotes once broke out of attributes and ran."""
+    from datetime import UTC, datetime
+
+    from playwright import sync_api as playwright_api
+
+    from cellsight.storage.records import InspectionRecord
+    from cellsight.types import Verdict
+
+    service = dashboard.service
+    for offset, (cell, cls) in enumerate([(HOSTILE_CELL, HOSTILE_CLASS), ("C9-plain", HOSTILE_CLASS)]):
+        service.trace.record_inspection(InspectionRecord(
+            run_id=service.run_id, sequence=90_000 + offset, cell_id=cell, station="electrode", station_index=0,
+            verdict=Verdict.NG, score=0.9, defect_class=cls, reason=None, model_version="v1", model_hash="0" * 64,
+            latency_ms=1.0, image_path=None, heatmap_path=None, inspected_at=datetime.now(UTC)))
+    dialogs: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
+        page = browser.new_page()
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(dashboard.url + "/login")
+        page.fill("#token", dashboard.tokens["operator"])
+        page.click("button[type=submit]")
+        page.wait_for_url(dashboard.url + "/")
+        for path, ready in (("/gallery", "#gallery .card"), ("/review", "#queue .card"),
+                            ("/cells?id=" + quote(HOSTILE_CELL), "#genealogy"), ("/models", "h1")):
+            response = page.goto(dashboard.url + path)
+            assert response is not None
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+            page.wait_for_selector(ready)
+            if path != "/models":
+                _until(page, "document.body.innerText.includes('crack')")
+            page.locator("input").first.focus()  # an injected onfocus would fire here
+            assert page.evaluate("window.__xss") is None, (path, page.evaluate("window.__xss"))
+            assert page.locator("script:not([src]):not([type='application/json'])").count() == 0, path
+            if path in ("/gallery", "/review"):
+                assert HOSTILE_CELL in page.inner_text("main"), path  # shown as text, whole
+                assert page.locator(f"#{'gallery' if path == '/gallery' else 'queue'} img[src='x']").count() == 0
+            if path == "/review":
+                values = page.eval_on_selector_all("#queue input", "els => els.map(e => e.value)")
+                assert HOSTILE_CLASS in values  # the class sits whole in the field, not in the markup
+        # The policy itself: an inline script that somehow reached the page does not run.
+        page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.__inline = 1';"
+                      " document.body.append(s); }")
+        assert page.evaluate("window.__inline") is None
+        browser.close()
+    assert not dialogs

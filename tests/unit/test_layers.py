@@ -23,14 +23,12 @@ LAYERS: list[set[str]] = [
     {"reporting", "deploy"},
     {"workflows"},
     {"line"},
-    {"plc", "service", "ui"},
+    {"ui"},
+    {"plc", "service"},
     {"cli"},
     {"__main__"},
 ]
 """Bottom first; a package may import from any lower layer, never from its own layer's peers or above."""
-PEER_EXCEPTIONS = {("service", "ui"), ("ui", "service")}
-"""The dashboard is served by the service and shares its auth; issue 11 moves what they share to
-`service/deps.py` (the "trust" work), after which this set is empty."""
 
 
 def _modules() -> dict[str, Path]:
@@ -73,7 +71,7 @@ def test_every_import_points_down() -> None:
     for module, path in MODULES.items():
         source = _package(module)
         for target in {_package(t) for t in _imports(path)} - {source}:
-            if _layer(target) >= _layer(source) and (source, target) not in PEER_EXCEPTIONS:
+            if _layer(target) >= _layer(source):
                 upward.append(f"{module} imports {target} (layers {_layer(source)} -> {_layer(target)})")
     assert not upward, "\n".join(sorted(upward))
 

@@ -30,7 +30,7 @@ def export(
     from cellsight.storage.store import TraceStore
     from cellsight.workflows.export_reviews import export_reviewed
 
-    with TraceStore.open(db) as store:
+    with TraceStore.open(db, create=False) as store:
         summary = export_reviewed(ServiceStore(store), out, station)
     console.print(
         f"wrote {summary.good} good (false calls) and {summary.defective} defective (confirmed) images to {out}; "

@@ -68,6 +68,9 @@ def train(
     ] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed for the hold-out split and sampling.")] = 0,
     model_version: Annotated[str | None, typer.Option(help="Version label stored in the model.")] = None,
+    station: Annotated[
+        str | None, typer.Option(help="Line station the model is for; the service refuses it at another one.")
+    ] = None,
     option: Annotated[
         list[str] | None,
         typer.Option(help="Detector setting as key=value, e.g. bank_size=8192 (repeatable); a wrong key lists them."),
@@ -96,7 +99,7 @@ def train(
     request = TrainRequest.with_options(
         detector, options, policy="escape" if escape is not None else "overkill",
         target=escape if escape is not None else overkill, val_fraction=val_fraction, seed=seed,
-        model_version=model_version,
+        model_version=model_version, station=station,
     )
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console
 
 token_app = typer.Typer(help="API tokens for the inspection service.", no_args_is_help=True)
@@ -22,8 +23,12 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="Line configuration (YAML): stations, models, database.")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for the whole network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body accepted (413 above).")] = 32.0,
-    secure_cookie: Annotated[bool, typer.Option(help="Mark the dashboard cookie Secure (behind HTTPS).")] = False,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(help="Largest body in MB (413 above); default 32 or CELLSIGHT_MAX_UPLOAD_BYTES.")
+    ] = None,
+    secure_cookie: Annotated[
+        bool | None, typer.Option(help="Mark the dashboard cookie Secure (behind HTTPS); or CELLSIGHT_SECURE_COOKIE.")
+    ] = None,
     plc: Annotated[
         Path | None, typer.Option(help="PLC link (YAML: endpoint, users, certificate): start the OPC UA server too.")
     ] = None,
@@ -42,6 +47,7 @@ def serve(
     if config is None:
         raise typer.BadParameter("--config is required (the line configuration)", param_hint="--config")
     import uvicorn
+    from pydantic import ValidationError
 
     from cellsight.errors import CellsightError
     from cellsight.line.config import load_line_config
@@ -51,10 +57,18 @@ def serve(
 
     try:
         line, sha = load_line_config(config)
-        service = Service.start(line, sha, Settings(max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                                                   secure_cookie=secure_cookie))
+        given: dict[str, object] = {}  # options given on the command line win over CELLSIGHT_* variables
+        if max_upload_mb is not None:
+            given["max_upload_bytes"] = int(max_upload_mb * 1024 * 1024)
+        if secure_cookie is not None:
+            given["secure_cookie"] = secure_cookie
+        service = Service.start(line, sha, Settings(**given))  # type: ignore[arg-type]
     except CellsightError as exc:  # the line file, a model, a source: the user's to fix; anything else is a bug
         console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:  # a CELLSIGHT_* variable or option the settings refuse
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        console.print(f"error: service settings (CELLSIGHT_* variables / options): {problems}", markup=False)
         raise typer.Exit(2) from exc
     if service.store.token_count() == 0:
         token = create_token(service.store, "admin (first start)", Role.ADMIN)
@@ -79,6 +93,7 @@ def serve(
 
 
 @token_app.command("create")
+@user_errors
 def token_create(
     role: Annotated[str, typer.Option(help="viewer (read), operator (inspect, review) or admin (models, tokens).")],
     name: Annotated[str, typer.Option(help="Who holds it; recorded as the reviewer or deployer.")],
@@ -98,5 +113,27 @@ def token_create(
     if (config is None) == (db is None):
         raise typer.BadParameter("give exactly one of --config or --db")
     url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
-    with TraceStore.open(url) as store:
+    with TraceStore.open(url, create=config is not None) as store:  # --db: an existing database only
         typer.echo(create_token(ServiceStore(store), name, parsed))
+
+
+@token_app.command("revoke")
+@user_errors
+def token_revoke(
+    name: Annotated[str, typer.Option(help="Name the tokens were created with; every live one is revoked.")],
+    config: Annotated[Path | None, typer.Option(help="Line configuration whose database to use.")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL instead of --config.")] = None,
+) -> None:
+    """Revoke tokens by name: they stop working on their next request."""
+    from cellsight.line.config import load_line_config
+    from cellsight.storage.service_store import ServiceStore
+    from cellsight.storage.store import TraceStore
+
+    if (config is None) == (db is None):
+        raise typer.BadParameter("give exactly one of --config or --db")
+    url = db if db is not None else load_line_config(config)[0].database  # type: ignore[arg-type]
+    with TraceStore.open(url, create=False) as store:
+        count = ServiceStore(store).revoke_tokens(name)
+    if count == 0:
+        raise typer.BadParameter(f"no live token named {name!r}", param_hint="--name")
+    typer.echo(f"revoked {count} token(s) named {name!r}")

@@ -213,6 +213,11 @@ def _decode(data: bytes, where: Path | str, max_pixels: int) -> np.ndarray:
     return _normalise(image, where)
 
 
+def image_format(data: bytes) -> str | None:
+    """PNG, JPEG, BMP or TIFF from the first bytes (what the decoder will be), None for anything else."""
+    return _sniff(data)
+
+
 def _sniff(data: bytes) -> str | None:
     for magic, fmt in _SIGNATURES:
         if data.startswith(magic):

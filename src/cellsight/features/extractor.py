@@ -18,6 +18,7 @@ torch sees a GPU. The model file is the same for every runtime.
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class PatchFeatureExtractor:
         self._half: nn.Module | None = None
         self._onnx: OnnxBackbone | None = OnnxBackbone(onnx_bytes) if onnx_bytes is not None else None
         self._openvino: OpenVinoFeatures | None = None
+        self._lazy = threading.Lock()  # the first calls may come from several threads at once
         if onnx_bytes is not None and self.runtime != "onnx":
             raise ValueError("onnx_bytes given but the runtime is torch")
         apply_thread_setting()
@@ -124,21 +126,47 @@ class PatchFeatureExtractor:
         """The feature graph as ONNX (the graph in use, or a fresh deterministic export of the weights)."""
         return self._onnx.onnx_bytes if self._onnx is not None else export_onnx(self.graph(), self.config.image_size)
 
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        del state["_lazy"]  # a lock does not travel (copies, worker processes); each copy makes its own
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lazy = threading.Lock()
+
+    def _onnx_session(self) -> OnnxBackbone:
+        """The ONNX session, exported on first use; built once however many threads ask at the same time."""
+        if self._onnx is None:
+            with self._lazy:
+                if self._onnx is None:
+                    self._onnx = OnnxBackbone(self.onnx_bytes())
+        return self._onnx
+
     def _forward(self, batch: torch.Tensor) -> list[torch.Tensor]:
         if self.runtime == "onnx":  # a bare backbone graph (a format-1 deployment's); `__call__` opened it
             assert self._onnx is not None and not self._onnx.whole_graph
             return self._onnx(batch)
         if self.runtime == "cuda":
-            return self._forward_half(batch, self.device)
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+            return self._forward_half(batch, self.device, dtype)
         return self._forward_torch(batch)
 
-    def _forward_half(self, batch: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-        """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32."""
+    def _forward_half(
+        self, batch: torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float16
+    ) -> list[torch.Tensor]:
+        """Eager half precision on `device` (cuDNN picks fast kernels per shape); features come back as float32.
+
+        The device path run on the CPU (`device="cpu"`, the tests) passes float32: torch's CPU half
+        convolutions are emulated and ~100x slower; their numerics are checked in test_features_half_precision.
+        """
         if self._half is None:
-            # A copy: nn.Module.to works in place, and the float32 CPU weights are what the model file stores.
-            half = copy.deepcopy(self.model).to(device=device, dtype=torch.float16)
-            self._half = half.to(memory_format=torch.channels_last)
-        batch = batch.to(device=device, dtype=torch.float16, non_blocking=True)
+            with self._lazy:
+                if self._half is None:
+                    # A copy: nn.Module.to works in place; the float32 CPU weights are what the model file stores.
+                    half = copy.deepcopy(self.model).to(device=device, dtype=dtype)
+                    self._half = half.to(memory_format=torch.channels_last)
+        batch = batch.to(device=device, dtype=dtype, non_blocking=True)
         return [level.float() for level in self._half(batch.contiguous(memory_format=torch.channels_last))]
 
     def _forward_torch(self, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -148,10 +176,11 @@ class PatchFeatureExtractor:
         the shapes the trace bakes in (TF "same" padding) never change; the batch size may.
         """
         if self._frozen is None:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
-                traced = torch.jit.trace(self.model, batch[:1], check_trace=False)
-                self._frozen = torch.jit.freeze(traced.eval())
+            with self._lazy, torch.no_grad(), warnings.catch_warnings():
+                if self._frozen is None:
+                    warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer notes
+                    traced = torch.jit.trace(self.model, batch[:1], check_trace=False)
+                    self._frozen = torch.jit.freeze(traced.eval())
         return list(self._frozen(batch))
 
     @classmethod
@@ -222,10 +251,7 @@ class PatchFeatureExtractor:
             scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(stack.dtype)
             if stack.dtype == np.uint16 or stack.dtype == np.bool_:
                 stack = stack.astype(np.float32)
-            pixels = torch.from_numpy(stack)
-            if device.type == "cuda":
-                pixels = pixels.pin_memory()
-            x = pixels.to(device, non_blocking=True).float()
+            x = torch.from_numpy(stack).to(device).float()  # pageable: pinning a fresh buffer per batch costs more
             if scale is not None:
                 x = x / scale
             x = x.reshape(len(members), height, width, -1).permute(0, 3, 1, 2)
@@ -242,15 +268,16 @@ class PatchFeatureExtractor:
 
         if self.runtime == "openvino":
             if self._openvino is None:
-                self._openvino = OpenVinoFeatures(self.onnx_bytes())
+                with self._lazy:
+                    if self._openvino is None:
+                        self._openvino = OpenVinoFeatures(self.onnx_bytes())
             pixels = self.prepare(images)
             return self._openvino.features(pixels.reshape(*pixels.shape[:3], self.config.channels))
         if self.runtime == "onnx":
-            if self._onnx is None:
-                self._onnx = OnnxBackbone(self.onnx_bytes())
-            if self._onnx.whole_graph:
+            session = self._onnx_session()
+            if session.whole_graph:
                 pixels = self.prepare(images)
-                return self._onnx.features(pixels.reshape(*pixels.shape[:3], self.config.channels))
+                return session.features(pixels.reshape(*pixels.shape[:3], self.config.channels))
         # "cuda": scale, shrink and normalise on the device: raw pixels are all that travel
         on_device = self.runtime == "cuda"
         prepared = self.prepare_on_device(images) if on_device else torch.from_numpy(self.prepare(images))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ from cellsight.features.threads import cpu_threads
 
 OPSET = 17
 INPUT_NAME = "image"
+
+
+_EXPORT = threading.Lock()
+"""torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two exports at once, e.g. two
+stations' first requests in one service, fail with assertion errors. One export at a time."""
 
 
 def export_onnx(model: nn.Module, image_size: int) -> bytes:
@@ -50,7 +56,7 @@ def export_onnx(model: nn.Module, image_size: int) -> bytes:
         with torch.no_grad():
             outputs = [f"level{i}" for i in range(len(model(example)))]
     axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in [input_name, *outputs]}
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad(), warnings.catch_warnings():
+    with _EXPORT, tempfile.TemporaryDirectory() as folder, torch.no_grad(), warnings.catch_warnings():
         path = Path(folder) / "backbone.onnx"
         warnings.simplefilter("ignore")  # tracer and exporter notes about TF-same padding
         torch.onnx.export(

@@ -7,6 +7,7 @@ can be moved or copied to another PC as a whole.
 from __future__ import annotations
 
 import hashlib
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -83,12 +84,34 @@ class SaveImages(StrEnum):
     NONE = "none"
 
 
+ImageFormat = Literal["PNG", "JPEG", "BMP", "TIFF"]
+
+
+class ImageLimits(_Strict):
+    """What a station decodes at all: a bounded file, a bounded pixel count, a sane size and format.
+
+    One decoded image costs about pixels x channels x bytes per sample, and the detector's working copy
+    is small beside it; `max_pixels` therefore bounds the memory of one request (about 3 bytes per pixel
+    for 8-bit RGB, 6 for 16-bit). Its default follows the model: (16 x its working size)^2, at least
+    2048 x 2048, so a 256-pixel model accepts 4096 x 4096 (50 MB as 8-bit RGB), not a 16384 x 8192 bomb.
+    """
+
+    max_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_pixels: int | None = Field(None, gt=0)
+    min_side: int = Field(8, ge=1)  # a 1x1 "image" is a bad image, never a verdict
+    formats: tuple[ImageFormat, ...] = Field(("PNG", "JPEG", "BMP", "TIFF"), min_length=1)
+
+    def pixels_for(self, working_size: int) -> int:
+        return self.max_pixels if self.max_pixels is not None else max(2048 * 2048, (16 * working_size) ** 2)
+
+
 class StationConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     model: Path
     source: Source
     threshold: ThresholdPolicy = ThresholdPolicy()
     read_code: bool = True  # decode the cell's DataMatrix from this station's image
+    images: ImageLimits = ImageLimits()
 
 
 class OnNg(StrEnum):
@@ -120,6 +143,41 @@ class LineConfig(_Strict):
         return [s.name for s in self.stations]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key written twice in one mapping is an error instead of the last one winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, path: Path) -> object:
+    """A YAML document (safe types only, no repeated keys); a ConfigError naming the file and line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise LineConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def check_output_dir(config: LineConfig) -> None:
+    """The output folder exists (or can be made) and takes files: checked at start, not at the first NG."""
+    folder = config.output_dir
+    probe = folder / f".write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise LineConfigError(f"output_dir {folder}: cannot write there ({exc.strerror or exc}); "
+                              "fix output_dir in the line file or the folder's permissions") from exc
+
+
 def load_line_config(path: Path | str) -> tuple[LineConfig, str]:
     """The validated configuration with paths resolved against its folder, and the file's SHA-256."""
     path = Path(path)
@@ -127,10 +185,10 @@ def load_line_config(path: Path | str) -> tuple[LineConfig, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LineConfigError(f"{path}: cannot read the line configuration: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LineConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise LineConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                              "save the file as UTF-8") from exc
+    data = load_yaml(text, path)
     if not isinstance(data, dict):
         raise LineConfigError(f"{path}: a line configuration is a mapping with 'line' and 'stations'")
     try:

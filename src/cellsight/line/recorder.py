@@ -13,8 +13,8 @@ ERROR with reason DUPLICATE_ID under a new sequence.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import re
 import threading
 import uuid
 from dataclasses import dataclass, replace
@@ -25,13 +25,17 @@ import cv2
 import numpy as np
 
 from cellsight.line.config import LineConfig, OnNg, SaveImages
-from cellsight.line.models import ModelRegistry, StationSlot
+from cellsight.line.disposition import decide
+from cellsight.line.models import ModelRegistry
 from cellsight.line.station import StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
-from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
+from cellsight.storage.records import CellRecord, InspectionRecord, Reason
 from cellsight.storage.service_store import ServiceStore
-from cellsight.storage.store import DuplicateRecordError
 from cellsight.types import Verdict
+
+CELL_ID_PATTERN = r"^[\x21-\x2e\x30-\x7e]{1,128}$"
+"""Printable ASCII without spaces or '/', at most 128 characters: what a DataMatrix cell code holds, and
+what GET /v1/cells/{cell_id} can reach. The one rule for IDs from HTTP clients and from the PLC."""
 
 
 class NotInspectableError(ValueError):
@@ -73,10 +77,16 @@ class LineRecorder:
     ) -> InspectionResult:
         """Inspect and record. `data` None: the camera delivered nothing (`source_error` says why): ERROR."""
         slot = self.registry.slot(station)
+        bad_id = None
+        if cell_id is not None and not re.fullmatch(CELL_ID_PATTERN, cell_id):
+            bad_id = f"cell ID {cell_id[:140]!r} is not a cell code (printable ASCII, no spaces or '/', 1-128)"
+            if not record_unreadable:
+                raise NotInspectableError(bad_id)
+            cell_id = None  # the PLC's ID: recorded as ERROR under a placeholder (or the code read), never OK
         if cell_id is None and not slot.config.read_code and not record_unreadable:
             raise NotInspectableError(f"station {station} does not read cell codes: send the cell_id form field")
         with slot.lock:
-            live = slot.inspector(read_code=cell_id is None)
+            live = slot.live  # a station that reads codes reads them even when the client names the cell
             if data is None:
                 outcome = StationOutcome(Verdict.ERROR, math.nan, None, Reason.NO_IMAGE,
                                          source_error or f"{station}: no image", None, 0.0)
@@ -90,6 +100,13 @@ class LineRecorder:
                 shadow_model = (shadow.model_version, shadow.model_hash)
         if outcome.reason is Reason.BAD_IMAGE and not record_unreadable:
             raise NotInspectableError(outcome.error or f"{filename}: not a readable image")
+        if bad_id is not None:
+            outcome = replace(outcome, verdict=Verdict.NG if outcome.verdict is Verdict.NG else Verdict.ERROR,
+                              reason=Reason.UNREADABLE_CODE, error=f"{station}: {bad_id}")
+        if cell_id is not None and outcome.decoded_id is not None and outcome.decoded_id != cell_id:
+            mismatch = f"{station}: the image's code reads {outcome.decoded_id}, but it was sent as cell {cell_id}"
+            outcome = replace(outcome, verdict=Verdict.NG if outcome.verdict is Verdict.NG else Verdict.ERROR,
+                              reason=Reason.ID_MISMATCH, error=mismatch)
         image_path, heatmap_path = self._save_images(station, outcome)
         record = InspectionRecord(
             run_id=self.run_id, sequence=-1, cell_id=cell_id or outcome.decoded_id or "", station=station,
@@ -106,7 +123,7 @@ class LineRecorder:
                     inspection_id, shadow_model[0], shadow_model[1], shadow_outcome.verdict.value,
                     None if math.isnan(shadow_outcome.score) else shadow_outcome.score, shadow_outcome.defect_class,
                 )
-            self._finish_cell(record, slot)
+            self._finish_cell(record)
         return InspectionResult(inspection_id, record, shadow_outcome)
 
     def _identify(self, record: InspectionRecord) -> InspectionRecord:
@@ -131,22 +148,21 @@ class LineRecorder:
         self._next_sequence += 1
         return sequence
 
-    def _finish_cell(self, record: InspectionRecord, slot: StationSlot) -> None:
-        """Write the cell's disposition once its last station is done, or at an NG/ERROR on a rejecting line."""
+    def _finish_cell(self, record: InspectionRecord) -> None:
+        """Decide the cell by the line's one rule once it is finished, and decide it again on every later
+        inspection: its last station, an NG or ERROR on a rejecting line, or a cell already decided.
+
+        Images arrive in any order here, so a cell seen only at the last station is REVIEW (stations
+        missing), never OK, and a later NG at an earlier station overrides an OK or REVIEW already written.
+        """
         rejected = record.verdict is not Verdict.OK and self.config.on_ng is OnNg.REJECT
-        if not rejected and record.station != self._last:
+        decided = self.store.trace.cell(self.run_id, record.sequence) is not None
+        if not (rejected or decided or record.station == self._last):
             return
-        seen = self.store.trace.inspections(run_id=self.run_id, cell_id=record.cell_id, sequence=record.sequence)
-        failed = next((r for r in sorted(seen, key=lambda r: r.station_index) if r.verdict is not Verdict.OK), None)
-        verdicts = {r.verdict for r in seen}
-        disposition = (Disposition.NG if Verdict.NG in verdicts
-                       else Disposition.REVIEW if Verdict.ERROR in verdicts else Disposition.OK)
-        cell = CellRecord(self.run_id, record.sequence, record.cell_id, disposition,
-                          None if failed is None else failed.station, None if failed is None else failed.reason,
-                          datetime.now(UTC))
-        # Already finished (rejected earlier): a later inspection of the cell is a re-inspection.
-        with contextlib.suppress(DuplicateRecordError):
-            self.store.trace.record_cell(cell)
+        seen = self.store.trace.inspections(run_id=self.run_id, sequence=record.sequence)
+        decision = decide(seen, self.config.station_names)
+        self.store.trace.save_cell(CellRecord(self.run_id, record.sequence, record.cell_id, decision.disposition,
+                                              decision.station, decision.reason, datetime.now(UTC)))
 
     def _save_images(self, station: str, outcome: StationOutcome) -> tuple[str | None, str | None]:
         policy = self.config.save_images

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import cv2
 
-from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig
+from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig, check_output_dir
+from cellsight.line.disposition import decide
 from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
 from cellsight.line.station import StageTimes, StationInspector, StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
@@ -67,11 +68,12 @@ class LineRuntime:
     """Runs one line configuration against one store."""
 
     def __init__(self, config: LineConfig, config_sha256: str, store: TraceStore) -> None:
+        check_output_dir(config)
         self.config = config
         self.config_sha256 = config_sha256
         self.store = store
         self.stations = [
-            _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code), open_source(s.source))
+            _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code, s.images), open_source(s.source))
             for i, s in enumerate(config.stations)
         ]
         self.times = StageTimes()
@@ -204,17 +206,17 @@ class LineRuntime:
     def _finish_cell(
         self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord]
     ) -> Disposition:
-        disposition, failed = cell_disposition(records)
+        decision = decide(records, [s.config.name for s in self.stations])
         storage_start = time.perf_counter()
         self.store.record_cell(
             CellRecord(
                 run_id=run_id, sequence=sequence, cell_id=cell_id or f"UNREAD-{run_id}-{sequence}",
-                disposition=disposition, failed_station=None if failed is None else failed.station,
-                reason=None if failed is None else failed.reason, finished_at=datetime.now(UTC),
+                disposition=decision.disposition, failed_station=decision.station, reason=decision.reason,
+                finished_at=datetime.now(UTC),
             )
         )
         self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
-        return disposition
+        return decision.disposition
 
     def _save_images(
         self, run_id: int, sequence: int, station: _Station, image: SourceImage, outcome: StationOutcome,
@@ -236,17 +238,6 @@ class LineRuntime:
             if ok:
                 heatmap_path = str(_write_atomic(folder / f"{stem}-heatmap.png", png.tobytes()))
         return image_path, heatmap_path
-
-
-def cell_disposition(records: list[InspectionRecord]) -> tuple[Disposition, InspectionRecord | None]:
-    """NG if any station found a defect; REVIEW if any could not decide; OK only when all said OK."""
-    for record in records:
-        if record.verdict is Verdict.NG:
-            return Disposition.NG, record
-    for record in records:
-        if record.verdict is Verdict.ERROR:
-            return Disposition.REVIEW, record
-    return Disposition.OK, None
 
 
 def _not_ok(verdict: Verdict) -> Verdict:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsight.data.images import ImageReadError, decode_image
+from cellsight.data.images import ImageReadError, decode_image, image_format
 from cellsight.detectors.base import AnyDetector
 from cellsight.errors import ModelFileError
-from cellsight.line.config import ThresholdPolicy
+from cellsight.line.config import ImageLimits, ThresholdPolicy
 from cellsight.modelfile import load_model
 from cellsight.storage.records import Reason
 from cellsight.types import Prediction, Verdict
@@ -56,7 +56,8 @@ class StationInspector:
     """A station's loaded model and policy; `inspect` never raises for a bad image, it returns ERROR."""
 
     def __init__(
-        self, name: str, model_path: Path, threshold: ThresholdPolicy | None = None, read_code: bool = True
+        self, name: str, model_path: Path, threshold: ThresholdPolicy | None = None, read_code: bool = True,
+        limits: ImageLimits | None = None,
     ) -> None:
         loaded = load_model(model_path)
         self.name = name
@@ -66,18 +67,49 @@ class StationInspector:
         self.model_hash = loaded.content_hash
         self.threshold = threshold or ThresholdPolicy()
         self.read_code = read_code
+        self.limits = limits or ImageLimits()
+        self.max_pixels = self.limits.pixels_for(self.working_size)
         if self.detector.calibration is None:
             raise ModelFileError(model_path, "the model has no calibration, so it cannot decide OK/NG")
 
+    @property
+    def working_size(self) -> int:
+        """The side the model scores at (images are resized to it); 256 when the detector does not say."""
+        return int(getattr(self.detector.settings, "image_size", 256) or 256)
+
+    def warm_up(self) -> None:
+        """Score one blank image, so that everything built lazily on first use (the backbone's ONNX export,
+        a traced graph, thread pools) exists before the first real cell: no slow or failing first request."""
+        size = self.working_size
+        self.detector.predict([np.zeros((size, size, 3), np.uint8)])
+
+    def check_upload(self, data: bytes, name: str) -> str | None:
+        """Why this station refuses `data` before decoding (size, format), naming the file and the setting."""
+        limits = self.limits
+        if len(data) > limits.max_bytes:
+            return (f"{name}: {len(data):,} bytes, over station {self.name}'s limit of {limits.max_bytes:,} "
+                    "(stations[].images.max_bytes)")
+        fmt = image_format(data)
+        if fmt is not None and fmt not in limits.formats:
+            return f"{name}: a {fmt} image; station {self.name} accepts {', '.join(limits.formats)} (images.formats)"
+        return None
+
     def inspect_bytes(self, data: bytes, name: str, times: StageTimes | None = None) -> StationOutcome:
         start = time.perf_counter()
+        refused = self.check_upload(data, name)
+        if refused is not None:
+            return _unreadable(refused, start)
         try:
-            image = decode_image(data, name)
+            image = decode_image(data, name, self.max_pixels)
         except ImageReadError as exc:
-            return _unreadable(str(exc), start)
+            return _unreadable(f"{exc} (station {self.name}: images.max_pixels)"
+                               if "over the limit" in str(exc) else str(exc), start)
         finally:
             if times is not None:
                 times.decode_ms += (time.perf_counter() - start) * 1000.0
+        if min(image.shape[:2]) < self.limits.min_side:
+            return _unreadable(f"{name}: image is {image.shape[1]}x{image.shape[0]}, smaller than station "
+                               f"{self.name}'s minimum side of {self.limits.min_side} (images.min_side)", start)
         return self.inspect_image(image, times)
 
     def inspect_image(self, image: np.ndarray, times: StageTimes | None = None) -> StationOutcome:

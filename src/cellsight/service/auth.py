@@ -8,11 +8,19 @@ index lookup.
 
 Roles are ordered: viewer (read) < operator (inspect, review, see images) < admin (models, tokens).
 Every route states its role through `require(role)`; tests walk the app's routes to prove none forgot.
+
+A browser sends the dashboard cookie with any request to this host, whichever page made it (SameSite
+treats another port of the same host as the same site). So a state-changing request authenticated by the
+cookie must also come from our own origin (Origin, else Referer) and carry the CSRF token the pages hold
+(`X-CSRF-Token` header or `csrf` form field): a value derived from the cookie's secret that another
+origin can neither read nor compute. Bearer-token clients (scripts, PLC gateways) send no cookie and
+need neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +32,8 @@ from cellsight.storage.service_store import ServiceStore
 
 COOKIE = "cellsight_token"
 TOKEN_PREFIX = "cs_"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Role(IntEnum):
@@ -74,13 +84,43 @@ def authenticate(store: ServiceStore, token: str | None) -> Principal | None:
     return None if info is None else Principal(info.name, Role.parse(info.role))
 
 
-def request_token(request: Request) -> str | None:
-    """The bearer token from the Authorization header, else the dashboard's HttpOnly cookie."""
+def request_token(request: Request) -> tuple[str | None, bool]:
+    """The bearer token from the Authorization header, else the dashboard's HttpOnly cookie; True if the cookie."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.cookies.get(COOKIE)
+        return value.strip(), False
+    cookie = request.cookies.get(COOKIE)
+    return cookie, cookie is not None
+
+
+def csrf_token(token: str) -> str:
+    """The CSRF token for a session: an HMAC of its secret token, so it needs no server-side state."""
+    return hmac.new(token.encode("utf-8"), b"cellsight-csrf", hashlib.sha256).hexdigest()
+
+
+def own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def origin_allowed(request: Request, extra: tuple[str, ...] = ()) -> bool:
+    """The request names its origin (Origin, else Referer) and it is this service's own or configured one."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer", "")
+        parts = referer.split("/")
+        origin = "/".join(parts[:3]) if len(parts) >= 3 and parts[0] in ("http:", "https:") else None
+    return origin is not None and origin != "null" and (origin == own_origin(request) or origin in extra)
+
+
+def check_csrf(request: Request, token: str, form_value: str | None = None) -> None:
+    """403 unless a cookie-authenticated state change comes from our origin with the session's CSRF token."""
+    allowed: tuple[str, ...] = request.app.state.service.settings.allowed_origins
+    if not origin_allowed(request, allowed):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin request refused: Origin is not this service")
+    sent = request.headers.get(CSRF_HEADER) or form_value or ""
+    if not hmac.compare_digest(sent.encode("utf-8", "replace"), csrf_token(token).encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token (X-CSRF-Token)")
 
 
 class RoleDependency:
@@ -90,7 +130,8 @@ class RoleDependency:
         self.role = role
 
     def __call__(self, request: Request) -> Principal:
-        principal = authenticate(request.app.state.service.store, request_token(request))
+        token, from_cookie = request_token(request)
+        principal = authenticate(request.app.state.service.store, token)
         if principal is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "missing or unknown bearer token",
@@ -100,6 +141,9 @@ class RoleDependency:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"role {principal.role.label} may not do this; needs {self.role.label}"
             )
+        if from_cookie and request.method not in SAFE_METHODS:
+            assert token is not None
+            check_csrf(request, token)
         return principal
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -31,26 +32,29 @@ class BodyLimit:
             return
         seen = 0
         started = False
+        too_large = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_large = True
                     raise _TooLargeError
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                return  # the form parser turned our refusal into its own 400: the answer is our 413
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
+        with contextlib.suppress(_TooLargeError):  # raised through the app by counting_receive
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLargeError:
-            if not started:
-                await self._refuse(scope, send)
+        if too_large and not started:
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         detail = f"request body over the limit of {self.max_bytes} bytes"

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import Request
-
-from cellsight.line.config import LineConfig
+from cellsight.line.config import LineConfig, check_output_dir
 from cellsight.line.models import ModelRegistry
 from cellsight.line.recorder import LineRecorder
+from cellsight.service.settings import Settings
 from cellsight.service.telemetry import Telemetry
 from cellsight.storage.service_store import ServiceStore
 from cellsight.storage.store import TraceStore
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Service knobs that are not part of the line configuration."""
-
-    max_upload_bytes: int = 32 * 1024 * 1024
-    pchart_subgroup: int = 20  # cells per p-chart point on the dashboard
-    refresh_seconds: float = 5.0  # dashboard polling interval
-    secure_cookie: bool = False  # set behind HTTPS so the login cookie never travels in clear text
+log = logging.getLogger("cellsight.service")
 
 
 @dataclass
@@ -36,15 +29,27 @@ class Service:
     recorder: LineRecorder
     run_id: int
     telemetry: Telemetry = field(default_factory=Telemetry)
+    ready: threading.Event = field(default_factory=threading.Event)
+    """Set once every station's model is loaded and warmed up; /healthz answers 503 before."""
 
     @classmethod
     def start(cls, config: LineConfig, config_sha256: str, settings: Settings | None = None) -> Service:
+        check_output_dir(config)  # an NG image with nowhere to go would be a 500 and an unrecorded verdict
         trace = TraceStore.open(config.database)
-        store = ServiceStore(trace)
-        registry = ModelRegistry(config, store)
-        run_id = trace.start_run(config.line, config_sha256, config.station_names)
-        return cls(config, config_sha256, settings or Settings(), trace, store, registry,
-                   LineRecorder(config, store, registry, run_id), run_id)
+        try:
+            store = ServiceStore(trace)
+            registry = ModelRegistry(config, store)  # loads, verifies and warms up every station's model
+            interrupted = trace.interrupt_running(config.line)
+            if interrupted:
+                log.warning("runs %s of line %s never finished (killed?): marked interrupted", interrupted, config.line)
+            run_id = trace.start_run(config.line, config_sha256, config.station_names)
+        except BaseException:
+            trace.close()
+            raise
+        service = cls(config, config_sha256, settings or Settings(), trace, store, registry,
+                      LineRecorder(config, store, registry, run_id), run_id)
+        service.ready.set()
+        return service
 
     def stop(self) -> None:
         self.trace.set_run_status(self.run_id, "stopped")
@@ -53,8 +58,3 @@ class Service:
     @property
     def output_dir(self) -> Path:
         return self.config.output_dir
-
-
-def get_service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service

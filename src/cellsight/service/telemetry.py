@@ -9,6 +9,7 @@ from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -30,7 +31,8 @@ class Telemetry:
         route = request.scope.get("route")
         # The route's template (/v1/inspections/{inspection_id}), never the raw path: bounded label values.
         name = getattr(route, "path", "unmatched")
-        self.requests.labels(request.method, name, str(response.status_code)).inc()
+        method = request.method if request.method in _METHODS else "OTHER"  # a client may send any token here
+        self.requests.labels(method, name, str(response.status_code)).inc()
         self.latency.labels(name).observe(time.perf_counter() - started)
         return response
 

@@ -44,7 +44,7 @@ def make_good_set(root: Path, n: int = 30, size: int = 96, seed: int = 0) -> Pat
 
 
 def train_tiny_model(data: Path, out: Path, version: str, image_size: int = 96, seed: int = 0,
-                     overkill: float = 0.05) -> Path:
+                     overkill: float = 0.05, station: str | None = None) -> Path:
     """A classical-detector model (about a second to train) with a fixed version label.
 
     A large `overkill` target sets a low threshold: a strict model that calls many goods NG (a shadow
@@ -55,7 +55,7 @@ def train_tiny_model(data: Path, out: Path, version: str, image_size: int = 96, 
     from cellsight.workflows.train import TrainRequest, train
 
     request = TrainRequest("classical", ClassicalSettings(image_size=image_size), target=overkill, val_fraction=0.25,
-                           seed=seed, model_version=version)
+                           seed=seed, model_version=version, station=station)
     train(load_dataset(data), out, request)
     return out
 

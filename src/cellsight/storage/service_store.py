@@ -86,6 +86,15 @@ class ServiceStore:
             )
             return None if row is None else TokenInfo(row.id, row.name, row.role)
 
+    def revoke_tokens(self, name: str) -> int:
+        """Revoke every live token of `name` at once (they stop working on the next request); how many."""
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(ApiTokenRow).where(ApiTokenRow.name == name,
+                                                             ApiTokenRow.revoked_at.is_(None))).all()
+            for row in rows:
+                row.revoked_at = _now()
+            return len(rows)
+
     def token_count(self) -> int:
         with self._sessions() as session:
             return session.scalar(select(func.count()).select_from(ApiTokenRow)) or 0

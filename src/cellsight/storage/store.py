@@ -12,12 +12,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cellsight.storage.engine import DEFAULT_URL, make_engine
+from cellsight.errors import ConfigError
+from cellsight.storage.engine import DEFAULT_URL, make_engine, normalise_url
 from cellsight.storage.migrate import upgrade
 from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
 from cellsight.storage.schema import CellRow, InspectionRow, RunRow
@@ -56,10 +59,30 @@ class TraceStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str = DEFAULT_URL) -> TraceStore:
+    def open(cls, url: str = DEFAULT_URL, create: bool = True) -> TraceStore:
+        """Open (and migrate) the database at `url`. `create=False` for commands that only read or add to
+        an existing store: a mistyped SQLite path is then an error, not a new empty database.
+
+        A database that cannot be reached or used is a ConfigError naming the URL (password hidden)."""
+        if not create:
+            _require_existing_sqlite(url)
         engine = make_engine(url)
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except DBAPIError as exc:
+            engine.dispose()
+            shown = make_url(normalise_url(url)).render_as_string(hide_password=True)
+            first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+            raise ConfigError(f"{shown}: cannot use the database: {first}") from exc
         return cls(engine)
+
+    def interrupt_running(self, line: str) -> list[int]:
+        """Mark runs of `line` still "running" as "interrupted" (their process was killed); their ids."""
+        with self._sessions.begin() as session:
+            rows = session.scalars(select(RunRow).where(RunRow.line == line, RunRow.status == "running")).all()
+            for row in rows:
+                row.status = "interrupted"
+            return [row.id for row in rows]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -140,6 +163,28 @@ class TraceStore:
         )
         return self._insert(row, f"cell record of sequence {record.sequence}")
 
+    def save_cell(self, record: CellRecord) -> int:
+        """Write the cell's disposition, replacing the one recorded before (the service decides a cell again
+        when a later inspection of it arrives); `record_cell` is the write-once form the line runtime uses."""
+        with self._sessions.begin() as session:
+            row = session.scalar(select(CellRow).where(CellRow.run_id == record.run_id,
+                                                       CellRow.sequence == record.sequence))
+            if row is None:
+                row = CellRow(run_id=record.run_id, sequence=record.sequence)
+                session.add(row)
+            row.cell_id = record.cell_id
+            row.disposition = record.disposition.value
+            row.failed_station = record.failed_station
+            row.reason = None if record.reason is None else record.reason.value
+            row.finished_at = record.finished_at
+            session.flush()
+            return row.id
+
+    def cell(self, run_id: int, sequence: int) -> CellRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(select(CellRow).where(CellRow.run_id == run_id, CellRow.sequence == sequence))
+            return None if row is None else _cell_record(row)
+
     def _insert(self, row: InspectionRow | CellRow, what: str) -> int:
         try:
             with self._sessions.begin() as session:
@@ -198,6 +243,16 @@ class TraceStore:
     def session(self) -> Session:
         """A plain session for readers that need their own queries (the service's statistics)."""
         return self._sessions()
+
+
+def _require_existing_sqlite(url: str) -> None:
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        return  # make_engine names the problem
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).is_file():
+        raise ConfigError(f"{url}: no such database file ({parsed.database}); check the path")
 
 
 def _now() -> datetime:

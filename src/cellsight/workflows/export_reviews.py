@@ -62,10 +62,12 @@ def _export(store: ServiceStore, out: Path, station: str | None) -> ExportSummar
         shutil.copyfile(record.image_path, target)
         rows.append({
             "path": target.relative_to(out).as_posix(), "label": defect_class, "split": split,
-            "defect_class": "" if good else defect_class, "inspection_id": inspection_id, "cell_id": record.cell_id,
-            "station": record.station, "decision": review.decision, "reviewer": review.reviewer,
-            "reviewed_at": review.reviewed_at.isoformat(), "model_version": record.model_version,
-            "score": "" if record.score != record.score else f"{record.score:.6f}", "note": review.note or "",
+            "defect_class": "" if good else defect_class, "inspection_id": inspection_id,
+            "cell_id": _cell_text(record.cell_id),
+            "station": record.station, "decision": review.decision, "reviewer": _cell_text(review.reviewer),
+            "reviewed_at": review.reviewed_at.isoformat(), "model_version": _cell_text(record.model_version),
+            "score": "" if record.score != record.score else f"{record.score:.6f}",
+            "note": _cell_text(review.note or ""),
         })
     manifest = out / "manifest.csv"
     with manifest.open("w", newline="", encoding="utf-8") as handle:
@@ -74,3 +76,9 @@ def _export(store: ServiceStore, out: Path, station: str | None) -> ExportSummar
         writer.writerows(rows)
     good_count = sum(r["split"] == "train" for r in rows)
     return ExportSummary(good_count, len(rows) - good_count, skipped, manifest)
+
+
+def _cell_text(value: str) -> str:
+    """Free text for a CSV cell that a spreadsheet will not run: a leading = + - @ (or tab, CR) is quoted
+    with an apostrophe, the usual guard against formula injection."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

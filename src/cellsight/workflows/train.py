@@ -50,6 +50,8 @@ class TrainRequest:
     seed: int = 0
     """Seed of the held-out split (the detector's own seed is a setting)."""
     model_version: str | None = None
+    station: str | None = None
+    """The line station the model is for; recorded, and the service refuses it at another station."""
 
     def __post_init__(self) -> None:
         expected = detector_class(self.detector).Settings
@@ -212,7 +214,7 @@ def train(
         "calibration_fingerprint": split.good.fingerprint(),
         "fit_seconds": round(fit_seconds, 3),
         "seed": request.seed,
-    } | ({"naming_examples": naming} if naming else {})
+    } | ({"naming_examples": naming} if naming else {}) | ({"station": request.station} if request.station else {})
     digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
 

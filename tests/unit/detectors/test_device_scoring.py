@@ -1,10 +1,13 @@
 """The GPU path's scoring (half-precision search shortlist, maps by matrices, pixels shrunk on the device),
 run here with device=cpu: the same verdicts as the CPU runtime.
 
-Tolerance: the device path runs the backbone in half precision, so scores move: at most 1% of
-max(score, threshold) (measured here: 0.2% near the threshold, 0.7% on a flat image far beyond it), and
-verdicts must be identical on these test images. The search itself is exact on these sizes (its float32
-rescoring returns the flat index's distances).
+Tolerance: on the CPU the path runs its backbone in float32 (torch's CPU half convolutions are emulated
+and ~100x slower; the half-precision backbone's own error is bounded in test_features_half_precision), so
+everything else must agree to float rounding: |score diff| <= 1e-4 of the threshold, the bar a deployment
+must pass (measured: 1.4e-6), and identical verdicts. On a GPU the half-precision backbone moves scores by
+up to ~0.7% (measured on the CPU in half: 0.2% near the threshold, 0.7% on a flat image far beyond it);
+`benchmarks/gpu.py` counts the CPU-vs-GPU verdicts on the ELPV test split. The search itself is exact on
+these sizes (its float32 rescoring returns the flat index's distances).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 import torch
 
 from cellsight.calibration import calibrate_for_overkill
+from cellsight.deploy import TOLERANCE
 from cellsight.detectors.base import MapSize, TrainingSet
 from cellsight.detectors.device_scoring import nearest_squared_distances_half, smoothed_maps
 from cellsight.detectors.patchcore import PatchCore, _build_index
@@ -59,7 +63,7 @@ def test_gpu_path_on_the_cpu_gives_the_cpu_runtime_verdicts() -> None:
     cpu = detector.score(tests)
     detector.use_device("cpu")
     device = detector.score(tests)
-    assert (np.abs(device.scores - cpu.scores) <= 0.01 * np.maximum(cpu.scores, threshold)).all()
+    assert np.abs(device.scores - cpu.scores).max() / threshold <= TOLERANCE
     assert np.array_equal(device.scores >= threshold, cpu.scores >= threshold)
     assert (cpu.scores >= threshold).any() and (cpu.scores < threshold).any()
     assert device.maps is not None and [m.shape for m in device.maps] == [t.shape for t in tests]

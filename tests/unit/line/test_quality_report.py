@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,6 @@ from cellsight.types import Verdict
 
 STATIONS = ("cosmetic", "el", "ir")
 Line = tuple[list[InspectionRecord], list[CellRecord]]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _console() -> Console:
@@ -116,10 +114,9 @@ def test_json_file_is_strict_and_carries_the_genealogy(line_records: Line, tmp_p
     assert history["dispositions"][0]["finished_at"] == "2025-03-01T08:24:30"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium to open the page")
-def test_html_opens_standalone_in_a_headless_browser(line_records: Line, tmp_path: Path) -> None:
+def test_html_opens_standalone_in_a_headless_browser(line_records: Line, tmp_path: Path, chromium: str) -> None:
     inspections, cells = line_records
     path = write_quality_html(line_quality(inspections, cells, STATIONS), tmp_path / "quality.html")
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()]
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
     assert dom.count('class="main-svg"') >= 3  # every chart drawn by the embedded plotly.js

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +76,11 @@ def running_sqlite(models: Models, tmp_path: Path) -> Iterator[Running]:
                 Settings(max_upload_bytes=2 * 1024 * 1024))
     with run.client:
         yield run
+
+
+@pytest.fixture
+def start_service() -> Callable[[Path, Path], Running]:
+    """Start a service on SQLite in `folder` with `model` configured at both stations (again for a restart)."""
+    def make(folder: Path, model: Path) -> Running:
+        return start(folder / "line", f"sqlite:///{folder / 'trace.db'}", model)
+    return make

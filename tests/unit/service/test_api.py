@@ -6,6 +6,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+
 from cellsight.data.sources import load_dataset
 from cellsight.storage.records import Disposition
 from cellsight.workflows.export_reviews import export_reviewed
@@ -24,7 +26,8 @@ def test_inspect_commits_before_answering_and_serves_images(running: Any, models
     for url in (ng["heatmap_url"], ng["image_url"]):
         png = running.client.get(url, headers=running.auth())
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    metrics = running.client.get("/metrics").text
+    assert running.client.get("/metrics").status_code == 401  # production figures need a token
+    metrics = running.client.get("/metrics", headers=running.auth("viewer")).text
     assert 'cellsight_inspections_total{station="electrode",verdict="NG"} 1.0' in metrics
     assert "cellsight_http_request_seconds_bucket" in metrics
 
@@ -149,3 +152,62 @@ def test_reviews_empty_the_queue_and_export_a_training_set(running: Any, models:
     assert sorted((i.split, i.defect_class) for i in dataset.items) == [("test", "crack"), ("train", "good")]
     rows = list(csv.DictReader((out / "manifest.csv").open()))
     assert {r["cell_id"] for r in rows} == {"R0", "R1"} and load_dataset(out / "manifest.csv").items
+
+
+def test_a_cell_with_an_ng_never_ends_ok_whatever_the_order(running_sqlite: Any, models: Any) -> None:
+    """Issue 13 #1: OK at the last station then NG at the first once gave OK; a cell seen only last, too."""
+    run = running_sqlite
+    assert run.inspect("can", models.good, "ORDER-1").json()["verdict"] == "OK"
+    (early,) = run.service.trace.cells(cell_id="ORDER-1")
+    assert (early.disposition.value, early.failed_station) == ("REVIEW", "electrode")  # electrode never saw it
+    assert run.inspect("electrode", models.defect, "ORDER-1").json()["verdict"] == "NG"
+    (cell,) = run.service.trace.cells(cell_id="ORDER-1")
+    assert (cell.disposition.value, cell.failed_station) == ("NG", "electrode")
+    body = run.client.get("/v1/cells/ORDER-1", headers=run.auth("viewer")).json()
+    assert [d["disposition"] for d in body["dispositions"]] == ["NG"]
+    # In order and both OK: OK. Only the last station: REVIEW, never OK.
+    run.inspect("electrode", models.good, "ORDER-2")
+    run.inspect("can", models.good, "ORDER-2")
+    assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-2")] == ["OK"]
+    run.inspect("can", models.good, "ORDER-3")
+    assert [c.disposition.value for c in run.service.trace.cells(cell_id="ORDER-3")] == ["REVIEW"]
+
+
+def test_a_cell_id_sent_at_a_station_that_reads_codes_is_compared(models: Any, tmp_path: Path) -> None:
+    """Issue 13 #9: an image whose code reads A, sent as B, was recorded OK under B."""
+    import cv2
+    import numpy as np
+
+    from cellsight.data.cellcode import render_code
+    from cellsight.line.config import load_line_config
+    from cellsight.service.app import create_app
+    from cellsight.service.state import Service
+    from cellsight.service.testing import role_tokens, write_line_config
+
+    path = write_line_config(tmp_path / "line", f"sqlite:///{tmp_path / 't.db'}", models.v1)
+    path.write_text(path.read_text().replace("read_code: false", "read_code: true", 1))  # electrode reads codes
+    config, sha = load_line_config(path)
+    service = Service.start(config, sha)
+    image = cv2.imdecode(np.frombuffer(models.good, np.uint8), cv2.IMREAD_GRAYSCALE)
+    image = cv2.resize(image, (192, 192))
+    code = render_code("CODE-A", 3)
+    image[4:4 + code.shape[0], 4:4 + code.shape[1]] = code
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    token = role_tokens(service.store)["operator"]
+    with TestClient(create_app(service)) as client:
+        sent = client.post("/v1/stations/electrode/inspect", files={"image": ("c.png", png.tobytes())},
+                           data={"cell_id": "CODE-B"}, headers={"Authorization": f"Bearer {token}"}).json()
+        assert (sent["cell_id"], sent["reason"]) == ("CODE-B", "id_mismatch") and sent["verdict"] != "OK"
+        assert "CODE-A" in sent["error"]
+        read = client.post("/v1/stations/electrode/inspect", files={"image": ("c.png", png.tobytes())},
+                           data={"cell_id": "CODE-A"}, headers={"Authorization": f"Bearer {token}"}).json()
+        assert read["cell_id"] == "CODE-A" and read["reason"] != "id_mismatch"
+
+
+def test_a_plc_cell_id_follows_the_apis_id_rules(running_sqlite: Any, models: Any) -> None:
+    """Issue 13 #10: the PLC's CellId skipped the API's ID rules; now both go through the recorder's check."""
+    recorder = running_sqlite.service.recorder
+    result = recorder.inspect("electrode", models.good, "plc.png", "A B/C", record_unreadable=True)
+    assert result.record.verdict.value == "ERROR" and result.record.reason.value == "unreadable_code"
+    assert result.record.cell_id.startswith("UNREAD-") and "not a cell code" in (result.record.error or "")

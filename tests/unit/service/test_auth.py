@@ -49,6 +49,7 @@ def _calls(service: Service) -> list[tuple[str, str, Role]]:
         path = re.sub(r"\{station\}", "electrode", route.path)
         path = re.sub(r"\{inspection_id\}", "1", path)
         path = re.sub(r"\{cell_id\}", "C1", path)
+        path = re.sub(r"\{name\}", "nobody", path)
         assert "{" not in path, f"fill in the path parameter of {route.path} in this test"
         for method in route.methods:
             calls.append((method, path, role))
@@ -61,7 +62,7 @@ def test_every_route_requires_a_token_and_its_role(running_sqlite: Any) -> None:
     assert len(calls) >= 20
     for method, path, role in calls:
         anonymous = run.client.request(method, path, follow_redirects=False)
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or path == "/metrics":
             assert anonymous.status_code == 401, (method, path, anonymous.status_code)
         else:  # dashboard pages send the browser to the login form
             assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login", (method, path)
@@ -109,3 +110,60 @@ def test_login_sets_an_http_only_cookie_that_opens_the_dashboard(running_sqlite:
     assert page.status_code == 200 and "Line overview" in page.text and "/static/plotly.min.js" in page.text
     assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # nothing from the internet
     run.client.cookies.clear()
+
+
+def _login(run: Any, role: str) -> str:
+    """Log the test client in through the form; the CSRF token its pages carry."""
+    from cellsight.service.auth import csrf_token
+
+    assert run.client.post("/login", data={"token": run.tokens[role]}, follow_redirects=False).status_code == 303
+    page = run.client.get("/review")
+    token = csrf_token(run.tokens[role])
+    assert token in page.text  # the pages hand it to the script
+    return token
+
+
+def test_cookie_requests_that_change_state_need_our_origin_and_the_csrf_token(running_sqlite: Any,
+                                                                               models: Any) -> None:
+    """Issue 13 #5: a page on another port of the same host deployed a model with an admin's cookie."""
+    run = running_sqlite
+    csrf = _login(run, "admin")
+    own = "http://testserver"
+    attacks = [
+        {"origin": "http://testserver:9999"},  # another port of the same host: same site, other origin
+        {"origin": "http://testserver:9999", "x-csrf-token": csrf},
+        {"origin": "null", "x-csrf-token": csrf},
+        {"origin": own},  # our origin but no token
+        {"origin": own, "x-csrf-token": "0" * 64},
+        {"x-csrf-token": csrf},  # names no origin at all
+    ]
+    for headers in attacks:
+        deploy = run.client.post("/v1/stations/electrode/models", data={"path": str(models.v2)}, headers=headers)
+        assert deploy.status_code == 403, (headers, deploy.status_code)
+        made = run.client.post("/v1/tokens", json={"name": "evil", "role": "admin"}, headers=headers)
+        assert made.status_code == 403, headers
+    assert run.service.registry.slot("electrode").live.model_version == "v1"
+    assert run.client.get("/v1/models").status_code == 200  # reading needs no token
+    ok = run.client.post("/v1/tokens", json={"name": "mine", "role": "viewer"},
+                         headers={"origin": own, "x-csrf-token": csrf})
+    assert ok.status_code == 200
+    referer = run.client.post("/v1/tokens", json={"name": "mine2", "role": "viewer"},
+                              headers={"referer": own + "/models", "x-csrf-token": csrf})
+    assert referer.status_code == 200
+    # A bearer-token client (script, PLC gateway) sends no cookie: no CSRF token needed.
+    run.client.cookies.clear()
+    bearer = run.client.post("/v1/tokens", json={"name": "script", "role": "viewer"}, headers=run.auth("admin"))
+    assert bearer.status_code == 200
+
+
+def test_login_and_logout_refuse_other_origins(running_sqlite: Any) -> None:
+    run = running_sqlite
+    forged = run.client.post("/login", data={"token": run.tokens["viewer"]}, follow_redirects=False,
+                             headers={"origin": "http://evil.example"})
+    assert forged.status_code == 303 and "set-cookie" not in forged.headers
+    csrf = _login(run, "viewer")
+    assert run.client.post("/logout", headers={"origin": "http://testserver:1"}).status_code == 403
+    assert run.client.get("/", follow_redirects=False).status_code == 200  # still logged in
+    out = run.client.post("/logout", data={"csrf": csrf}, headers={"origin": "http://testserver"},
+                          follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
