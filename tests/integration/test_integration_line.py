@@ -8,6 +8,7 @@ never OK, rejects leave the line, runs resume, SIGKILL loses nothing committed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -198,3 +199,44 @@ def test_line_report_cli_prints_yields_and_writes_html_and_json(
     figures = json.loads(json_path.read_text())
     assert figures["final"]["cells"] == 20 and figures["inspections"] == 29
     assert figures["genealogy"]["cell_id"] == "004-good"
+
+
+def _rows(store: TraceStore, run_id: int) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    inspections = [(r.sequence, r.station, r.cell_id, r.verdict, None if math.isnan(r.score) else r.score, r.reason,
+                    r.defect_class, r.error) for r in store.inspections(run_id)]
+    cells = [(c.sequence, c.cell_id, c.disposition, c.failed_station, c.reason) for c in store.cells(run_id)]
+    return sorted(inspections, key=lambda r: (r[0], r[1])), cells
+
+
+@pytest.mark.parametrize("on_ng", ["reject", "inspect_all"])
+def test_a_pipelined_line_records_what_the_sequential_line_records(
+    tmp_path: Path, station_model: Path, station_images: Path, on_ng: str
+) -> None:
+    results = {}
+    for mode in ("sequential", "pipelined"):
+        extra = f"on_ng: {on_ng}\npipelined: {str(mode == 'pipelined').lower()}\ninference: {{max_batch_size: 4}}"
+        folder = tmp_path / mode
+        folder.mkdir()
+        runtime, store = _runtime(_config(folder, station_model, station_images,
+                                          f"sqlite:///{folder / 'trace.db'}", extra))
+        with store:
+            summary = runtime.run()
+            results[mode] = (_rows(store, summary.run_id), summary.progress.cells, summary.stopped_early,
+                             store.run(summary.run_id).status)
+            assert len(summary.latencies_ms) == summary.progress.cells
+    assert results["pipelined"] == results["sequential"]
+    assert results["sequential"][1] == 20 and results["sequential"][2] is not None  # the folders ran dry
+
+
+def test_a_pipelined_run_resumes_where_it_stopped(tmp_path: Path, station_model: Path, station_images: Path) -> None:
+    path = _config(tmp_path, station_model, station_images, f"sqlite:///{tmp_path / 'trace.db'}", "pipelined: true")
+    runtime, store = _runtime(path)
+    with store:
+        first = runtime.run(cells=7)
+        assert [c.sequence for c in store.cells(first.run_id)] == list(range(7))
+        store.set_run_status(first.run_id, "stopped")
+    runtime, store = _runtime(path)
+    with store:
+        second = runtime.run()
+        assert (second.run_id, second.resumed_from, second.progress.cells) == (first.run_id, 7, 13)
+        assert [c.sequence for c in store.cells(first.run_id)] == list(range(20))

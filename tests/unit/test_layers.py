@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"detectors"},
     {"modelfile", "metrics"},
     {"reporting", "deploy"},
+    {"inference"},
     {"workflows"},
     {"line"},
     {"ui"},

@@ -48,7 +48,10 @@ def run(
     try:
         with TraceStore.open(line_config.database) as store:
             runtime = LineRuntime(line_config, sha, store)
-            summary = _run_with_progress(runtime, cells, new_run, lambda: bool(stop_requested))
+            try:
+                summary = _run_with_progress(runtime, cells, new_run, lambda: bool(stop_requested))
+            finally:
+                runtime.close()
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])

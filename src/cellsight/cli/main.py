@@ -19,6 +19,7 @@ from cellsight.cli.errors import user_errors
 from cellsight.cli.line import line_app
 from cellsight.cli.progress import console, progress_bars
 from cellsight.cli.progress import fail as _fail
+from cellsight.cli.rescore import rescore
 from cellsight.cli.serve import serve, token_app
 from cellsight.cli.synth import synth
 from cellsight.errors import ConfigError
@@ -78,6 +79,10 @@ def train(
     fast: Annotated[
         bool, typer.Option("--fast", help="PatchCore's fast preset (HNSW search, smaller coreset pool); --option wins.")
     ] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="Fit PatchCore's per-image stage on Ray workers.")] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray address for --ray; default: RAY_ADDRESS, else a local cluster.")
+    ] = None,
 ) -> None:
     """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
@@ -104,7 +109,7 @@ def train(
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
     with progress_bars() as bars:
-        result = run_train(dataset, out, request, bars)
+        result = run_train(dataset, out, request, bars, ray=(ray_address or "") if ray else None)
     cal = result.calibration
     what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
     console.print(
@@ -245,5 +250,6 @@ def version() -> None:
 app.command()(synth)
 app.add_typer(line_app, name="line")
 app.command()(serve)
+app.command()(rescore)
 app.add_typer(token_app, name="token")
 app.add_typer(dataset_app, name="dataset")

@@ -35,6 +35,9 @@ def serve(
     openapi: Annotated[
         Path | None, typer.Option(help="Write the OpenAPI description to this file and exit (docs/openapi.json).")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Service processes sharing one run (sequence numbers come from the database).")
+    ] = 1,
 ) -> None:
     """Serve inspections over HTTP with the dashboard at /. Prints an admin token on the very first start."""
     if openapi is not None:
@@ -74,6 +77,12 @@ def serve(
         token = create_token(service.store, "admin (first start)", Role.ADMIN)
         console.print("No API tokens yet; created an admin token. It is shown only now, keep it safe:")
         console.print(token, markup=False, highlight=False)
+    if workers > 1:
+        if plc is not None:
+            service.stop()
+            raise typer.BadParameter("the PLC link runs in one process: use --workers 1 with --plc", param_hint="--plc")
+        _serve_workers(config, service, host, port, workers, given)
+        return
     companions = []
     if plc is not None:
         from cellsight.plc import PlcServer
@@ -90,6 +99,29 @@ def serve(
         console.print(f"PLC link (OPC UA): {plc_config.endpoint}", markup=False)
     console.print(f"service run {service.run_id} for line {line.line}: http://{host}:{port}/", markup=False)
     uvicorn.run(create_app(service, companions), host=host, port=port, log_level="info")
+
+
+def _serve_workers(config: Path, service: object, host: str, port: int, workers: int,
+                   given: dict[str, object]) -> None:
+    """Hand the run to `workers` uvicorn processes (each builds its app in `service.workers.worker_app`)."""
+    import os
+
+    import uvicorn
+
+    from cellsight.service import workers as worker_env
+    from cellsight.service.state import Service
+
+    assert isinstance(service, Service)
+    run_id = service.run_id
+    service.registry.backend.close()
+    service.trace.close()  # the workers open their own connections; the run stays "running"
+    os.environ.update({worker_env.CONFIG_ENV: str(config.resolve()), worker_env.RUN_ENV: str(run_id)})
+    # the options given here reach the workers' Settings as the CELLSIGHT_* variables they read
+    os.environ.update({f"CELLSIGHT_{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+                       for key, value in given.items()})
+    console.print(f"service run {run_id}: {workers} worker processes on http://{host}:{port}/", markup=False)
+    uvicorn.run("cellsight.service.workers:worker_app", factory=True, workers=workers, host=host, port=port,
+                log_level="info")
 
 
 @token_app.command("create")

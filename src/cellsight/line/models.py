@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellsight.errors import ModelFileError
+from cellsight.inference.seam import InferenceBackend, LocalBackend
 from cellsight.line.config import LineConfig, StationConfig
 from cellsight.line.station import StationInspector
 from cellsight.modelfile import LoadedModel, load_model
@@ -48,8 +49,9 @@ class ModelRegistry:
     depends on a file someone may overwrite; a stored copy whose hash no longer matches is refused.
     """
 
-    def __init__(self, config: LineConfig, store: ServiceStore) -> None:
+    def __init__(self, config: LineConfig, store: ServiceStore, backend: InferenceBackend | None = None) -> None:
         self.store = store
+        self.backend = backend or LocalBackend()
         self.models_dir = config.output_dir / "models"
         self._admin = threading.Lock()  # one deploy / rollback / shadow change at a time
         self.slots: dict[str, StationSlot] = {}
@@ -165,10 +167,11 @@ class ModelRegistry:
             partial.replace(target)
         return target
 
-    @staticmethod
-    def _inspector(station: StationConfig, path: Path, read_code: bool | None = None) -> StationInspector:
-        """A loaded and warmed-up inspector: it goes live only once its first inspection is already cheap."""
+    def _inspector(self, station: StationConfig, path: Path, read_code: bool | None = None) -> StationInspector:
+        """A loaded and warmed-up inspector (on the registry's backend): it goes live only once its first
+        inspection is already cheap."""
         inspector = StationInspector(station.name, path, station.threshold,
-                                     station.read_code if read_code is None else read_code, station.images)
+                                     station.read_code if read_code is None else read_code, station.images,
+                                     self.backend)
         inspector.warm_up()
         return inspector

@@ -2,9 +2,10 @@
 the caller hears the verdict.
 
 The line runtime walks cells in order; here images arrive one at a time from outside, so this writer hands
-out sequence numbers itself. It runs in worker threads (never on an event loop): inference under the
-station's lock, then a short write under one recorder-wide lock that hands out sequence numbers, so they
-stay unique however many requests arrive at once. One process per run; several would each need their own.
+out sequence numbers itself. It runs in worker threads (never on an event loop). Sequence numbers come from
+the database (a per-run counter updated atomically, and a unique claim of each cell ID), and a unique-key
+conflict on insert is retried as a duplicate, so several processes or hosts can share one run
+(`cellsight serve --workers N`) with no in-process lock.
 
 Cell identity: a cell ID inspected at another station of this run is the same cell (same sequence);
 one already inspected at *this* station (any run) is a second cell wearing the same code, recorded as
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -31,8 +31,10 @@ from cellsight.line.station import StationOutcome
 from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, InspectionRecord, Reason
 from cellsight.storage.service_store import ServiceStore
+from cellsight.storage.store import DuplicateRecordError
 from cellsight.types import Verdict
 
+ATTEMPTS = 3
 CELL_ID_PATTERN = r"^[\x21-\x2e\x30-\x7e]{1,128}$"
 """Printable ASCII without spaces or '/', at most 128 characters: what a DataMatrix cell code holds, and
 what GET /v1/cells/{cell_id} can reach. The one rule for IDs from HTTP clients and from the PLC."""
@@ -62,8 +64,6 @@ class LineRecorder:
         self.registry = registry
         self.run_id = run_id
         self.images_dir = config.output_dir / "images"
-        self._write = threading.Lock()
-        self._next_sequence = store.next_sequence(run_id)
         self._last = config.stations[-1].name
 
     def inspect(
@@ -115,16 +115,25 @@ class LineRecorder:
             latency_ms=outcome.latency_ms, image_path=image_path, heatmap_path=heatmap_path,
             inspected_at=datetime.now(UTC), error=outcome.error,
         )
-        with self._write:
-            record = self._identify(record)
-            inspection_id = self.store.trace.record_inspection(record)
-            if shadow_outcome is not None:
-                self.store.add_shadow_score(
-                    inspection_id, shadow_model[0], shadow_model[1], shadow_outcome.verdict.value,
-                    None if math.isnan(shadow_outcome.score) else shadow_outcome.score, shadow_outcome.defect_class,
-                )
-            self._finish_cell(record)
+        inspection_id, record = self._commit(record)
+        if shadow_outcome is not None:
+            self.store.add_shadow_score(
+                inspection_id, shadow_model[0], shadow_model[1], shadow_outcome.verdict.value,
+                None if math.isnan(shadow_outcome.score) else shadow_outcome.score, shadow_outcome.defect_class,
+            )
+        self._finish_cell(record)
         return InspectionResult(inspection_id, record, shadow_outcome)
+
+    def _commit(self, record: InspectionRecord) -> tuple[int, InspectionRecord]:
+        """Identify and insert; a unique-key conflict means another request (thread, process or host)
+        recorded this cell at this station at the same moment: identify again (now a duplicate) and retry."""
+        for _ in range(ATTEMPTS):
+            identified = self._identify(record)
+            try:
+                return self.store.trace.record_inspection(identified), identified
+            except DuplicateRecordError:
+                continue
+        raise DuplicateRecordError(f"{record.station}: cell {record.cell_id} could not be recorded")
 
     def _identify(self, record: InspectionRecord) -> InspectionRecord:
         """Give the record its sequence, and the duplicate-ID verdict when the code was seen before."""
@@ -140,13 +149,12 @@ class LineRecorder:
                 defect_class=None,
                 error=f"{record.station}: cell ID {record.cell_id} was already inspected here: a duplicate code",
             )
-        found = self.store.cell_sequence(self.run_id, record.cell_id)
-        return replace(record, sequence=found[0] if found is not None else self._take_sequence())
+        found = self.store.cell_sequence(self.run_id, record.cell_id)  # recorded before counters existed
+        sequence = found[0] if found is not None else self.store.claim_cell(self.run_id, record.cell_id)
+        return replace(record, sequence=sequence)
 
     def _take_sequence(self) -> int:
-        sequence = self._next_sequence
-        self._next_sequence += 1
-        return sequence
+        return self.store.take_sequence(self.run_id)
 
     def _finish_cell(self, record: InspectionRecord) -> None:
         """Decide the cell by the line's one rule once it is finished, and decide it again on every later

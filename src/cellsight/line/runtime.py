@@ -19,10 +19,12 @@ from pathlib import Path
 
 import cv2
 
+from cellsight.inference.backends import open_backend
+from cellsight.inference.seam import InferenceBackend
 from cellsight.line.config import LineConfig, OnNg, SaveImages, StationConfig, check_output_dir
 from cellsight.line.disposition import decide
 from cellsight.line.sources import ImageSource, SourceExhaustedError, SourceImage, SyntheticImages, open_source
-from cellsight.line.station import StageTimes, StationInspector, StationOutcome
+from cellsight.line.station import StageTimes, StationInspector, StationOutcome, no_image
 from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason
 from cellsight.storage.store import TraceStore
@@ -50,6 +52,7 @@ class LineSummary:
     elapsed_s: float
     times: StageTimes
     stopped_early: str | None  # why the run ended before the requested number of cells
+    latencies_ms: list[float] = field(default_factory=list)  # per cell: arrival at the line -> record committed
 
     @property
     def cells_per_minute(self) -> float:
@@ -67,16 +70,31 @@ class _Station:
 class LineRuntime:
     """Runs one line configuration against one store."""
 
-    def __init__(self, config: LineConfig, config_sha256: str, store: TraceStore) -> None:
+    def __init__(
+        self, config: LineConfig, config_sha256: str, store: TraceStore, backend: InferenceBackend | None = None
+    ) -> None:
+        """`backend`: where the stations' models run; None opens the configuration's (closed by `close`)."""
         check_output_dir(config)
         self.config = config
         self.config_sha256 = config_sha256
         self.store = store
-        self.stations = [
-            _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code, s.images), open_source(s.source))
-            for i, s in enumerate(config.stations)
-        ]
+        self._owns_backend = backend is None
+        self.backend = backend or open_backend(config.inference, config.line)
+        try:
+            self.stations = [
+                _Station(s, i, StationInspector(s.name, s.model, s.threshold, s.read_code, s.images, self.backend),
+                         open_source(s.source))
+                for i, s in enumerate(config.stations)
+            ]
+        except BaseException:
+            self.close()
+            raise
         self.times = StageTimes()
+
+    def close(self) -> None:
+        """Release the inference backend when this runtime opened it (a Ray cluster started here stops)."""
+        if self._owns_backend:
+            self.backend.close()
 
     def open_run(self, new_run: bool = False) -> tuple[int, int]:
         """(run id, first sequence): the unfinished run of this line and configuration, or a new one."""
@@ -113,7 +131,13 @@ class LineRuntime:
         progress = LineProgress()
         interval = 60.0 / self.config.takt_per_minute if self.config.takt_per_minute else 0.0
         start = time.perf_counter()
+        if self.config.pipelined:
+            from cellsight.line.pipeline import run_pipelined
+
+            why, waits = run_pipelined(self, run_id, first, target, progress, on_cell, should_stop)
+            return self._close_run(run_id, first, progress, start, why, waits)
         stopped: str | None = None
+        latencies: list[float] = []
         sequence = first
         while target is None or sequence < target:
             if should_stop is not None and should_stop():
@@ -125,19 +149,27 @@ class LineRuntime:
                 time.sleep(wait)
             elif interval and wait < -interval:
                 progress.late_cells += 1
+            arrived = arrival if interval else time.perf_counter()  # a late line keeps the cell waiting
             try:
                 disposition = self._process_cell(run_id, sequence, resuming=sequence == first)
             except SourceExhaustedError as exc:
                 stopped = str(exc)
                 break
+            latencies.append((time.perf_counter() - arrived) * 1000.0)
             progress.cells += 1
             progress.dispositions[disposition] += 1
             if on_cell is not None:
                 on_cell(progress)
             sequence += 1
+        return self._close_run(run_id, first, progress, start, stopped, latencies)
+
+    def _close_run(
+        self, run_id: int, first: int, progress: LineProgress, start: float, stopped: str | None,
+        latencies: list[float],
+    ) -> LineSummary:
         finished = stopped is None or "operator" not in stopped
         self.store.set_run_status(run_id, "finished" if finished else "stopped")
-        return LineSummary(run_id, first, progress, time.perf_counter() - start, self.times, stopped)
+        return LineSummary(run_id, first, progress, time.perf_counter() - start, self.times, stopped, latencies)
 
     def _process_cell(self, run_id: int, sequence: int, resuming: bool) -> Disposition:
         done = {r.station: r for r in self.store.inspections(run_id, sequence=sequence)} if resuming else {}
@@ -154,11 +186,20 @@ class LineRuntime:
             records.append(record)
         if not records:
             raise SourceExhaustedError(f"no station had an image for cell {sequence}")
-        return self._finish_cell(run_id, sequence, cell_id, records)
+        return self.finish_cell(run_id, sequence, cell_id, records)
 
     def _inspect(
         self, run_id: int, sequence: int, station: _Station, cell_id: str | None, first: bool
     ) -> InspectionRecord:
+        image = self.acquire(station, sequence, first, self.times)
+        if image.data is None:
+            outcome = no_image(image)
+        else:
+            outcome = station.inspector.inspect_bytes(image.data, image.name, self.times)
+        return self.record(run_id, sequence, station, cell_id, image, outcome, self.times)
+
+    def acquire(self, station: _Station, sequence: int, first: bool, times: StageTimes) -> SourceImage:
+        """The station's image of cell `sequence`; SourceExhaustedError only for a cell's first station."""
         source_start = time.perf_counter()
         try:
             image = station.source.image_for(sequence)
@@ -166,13 +207,14 @@ class LineRuntime:
             if first:
                 raise
             image = SourceImage(None, f"cell-{sequence}", error=f"{station.config.name}: source ran dry")
-        self.times.source_ms += (time.perf_counter() - source_start) * 1000.0
-        if image.data is None:
-            outcome = StationOutcome(
-                Verdict.ERROR, float("nan"), None, Reason.NO_IMAGE, image.error, None, 0.0
-            )
-        else:
-            outcome = station.inspector.inspect_bytes(image.data, image.name, self.times)
+        times.source_ms += (time.perf_counter() - source_start) * 1000.0
+        return image
+
+    def record(
+        self, run_id: int, sequence: int, station: _Station, cell_id: str | None, image: SourceImage,
+        outcome: StationOutcome, times: StageTimes,
+    ) -> InspectionRecord:
+        """Add the line's checks (duplicate and mismatched IDs) to a station's outcome, save, commit."""
         verdict, reason, error = outcome.verdict, outcome.reason, outcome.error
         record_id = cell_id
         if outcome.decoded_id is not None:
@@ -189,7 +231,7 @@ class LineRuntime:
         record_id = record_id or f"UNREAD-{run_id}-{sequence}"
         save_start = time.perf_counter()
         image_path, heatmap_path = self._save_images(run_id, sequence, station, image, outcome, verdict)
-        self.times.images_ms += (time.perf_counter() - save_start) * 1000.0
+        times.images_ms += (time.perf_counter() - save_start) * 1000.0
         record = InspectionRecord(
             run_id=run_id, sequence=sequence, cell_id=record_id, station=station.config.name,
             station_index=station.index, verdict=verdict, score=outcome.score,
@@ -200,12 +242,14 @@ class LineRuntime:
         )
         storage_start = time.perf_counter()
         self.store.record_inspection(record)
-        self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
+        times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
         return record
 
-    def _finish_cell(
-        self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord]
+    def finish_cell(
+        self, run_id: int, sequence: int, cell_id: str | None, records: list[InspectionRecord],
+        times: StageTimes | None = None,
     ) -> Disposition:
+        """The cell's disposition from its inspections (the line's one rule), committed after its last station."""
         decision = decide(records, [s.config.name for s in self.stations])
         storage_start = time.perf_counter()
         self.store.record_cell(
@@ -215,7 +259,7 @@ class LineRuntime:
                 finished_at=datetime.now(UTC),
             )
         )
-        self.times.storage_ms += (time.perf_counter() - storage_start) * 1000.0
+        (times or self.times).storage_ms += (time.perf_counter() - storage_start) * 1000.0
         return decision.disposition
 
     def _save_images(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cellsight.storage.schema import Base
@@ -75,3 +75,27 @@ class ShadowScoreRow(Base):
     verdict: Mapped[str] = mapped_column(String(8))
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     defect_class: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class RunCounterRow(Base):
+    """A service run's next sequence number, handed out by an atomic UPDATE: safe for many processes."""
+
+    __tablename__ = "run_counters"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    next_sequence: Mapped[int] = mapped_column(Integer)
+
+
+class CellSequenceRow(Base):
+    """Which sequence a cell ID holds in a run; the unique keys make two workers agree on one."""
+
+    __tablename__ = "cell_sequences"
+    __table_args__ = (
+        UniqueConstraint("run_id", "cell_id", name="uq_cell_sequence_run_cell"),
+        UniqueConstraint("run_id", "sequence", name="uq_cell_sequence_run_sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    cell_id: Mapped[str] = mapped_column(String(128))
+    sequence: Mapped[int] = mapped_column(Integer)

@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import CursorResult, Select, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cellsight.storage.records import InspectionRecord
 from cellsight.storage.schema import InspectionRow
-from cellsight.storage.service_schema import ApiTokenRow, DeploymentRow, ReviewRow, ShadowScoreRow
+from cellsight.storage.service_schema import (
+    ApiTokenRow,
+    CellSequenceRow,
+    DeploymentRow,
+    ReviewRow,
+    RunCounterRow,
+    ShadowScoreRow,
+)
 from cellsight.storage.store import TraceStore, _inspection_record, _utc
 
 
@@ -217,6 +225,49 @@ class ServiceStore:
                 .limit(1)
             )
             return found is not None
+
+    def take_sequence(self, run_id: int) -> int:
+        """A sequence number no other caller (thread, process or host) of this run gets: an atomic UPDATE of
+        the run's counter, started after the highest sequence the run already holds."""
+        for _ in range(3):
+            with self._sessions.begin() as session:
+                taken = session.execute(
+                    update(RunCounterRow).where(RunCounterRow.run_id == run_id)
+                    .values(next_sequence=RunCounterRow.next_sequence + 1).returning(RunCounterRow.next_sequence)
+                ).scalar()
+                if taken is not None:
+                    return int(taken) - 1
+            try:
+                with self._sessions.begin() as session:
+                    held = session.scalar(select(func.max(CellSequenceRow.sequence))
+                                          .where(CellSequenceRow.run_id == run_id))
+                    start = max(self.next_sequence(run_id), -1 if held is None else held + 1)
+                    session.add(RunCounterRow(run_id=run_id, next_sequence=start))
+            except IntegrityError:
+                continue  # another process made the counter first: take from it
+        raise RuntimeError(f"run {run_id}: could not take a sequence number")
+
+    def claim_cell(self, run_id: int, cell_id: str) -> int:
+        """The cell's sequence in this run: the one already claimed, or a new one claimed now (unique key:
+        when two processes race for a new cell, both get the winner's sequence)."""
+        found = self._claimed(run_id, cell_id)
+        if found is not None:
+            return found
+        sequence = self.take_sequence(run_id)
+        try:
+            with self._sessions.begin() as session:
+                session.add(CellSequenceRow(run_id=run_id, cell_id=cell_id, sequence=sequence))
+            return sequence
+        except IntegrityError:
+            found = self._claimed(run_id, cell_id)
+            if found is None:
+                raise
+            return found
+
+    def _claimed(self, run_id: int, cell_id: str) -> int | None:
+        with self._sessions() as session:
+            return session.scalar(select(CellSequenceRow.sequence)
+                                  .where(CellSequenceRow.run_id == run_id, CellSequenceRow.cell_id == cell_id))
 
     def next_sequence(self, run_id: int) -> int:
         with self._sessions() as session:

@@ -179,11 +179,22 @@ def training_set(learns_from: LearnsFrom, dataset: Dataset, split: CalibrationSp
 
 
 def train(
-    dataset: Dataset, out: Path, request: TrainRequest | None = None, progress: ProgressFactory | None = None
+    dataset: Dataset, out: Path, request: TrainRequest | None = None, progress: ProgressFactory | None = None,
+    ray: str | None = None,
 ) -> TrainResult:
-    """Fit the requested detector, calibrate it on held-out images, and write the model file to `out`."""
+    """Fit the requested detector, calibrate it on held-out images, and write the model file to `out`.
+
+    `ray`: a Ray address ("local" starts a cluster here) to run PatchCore's per-batch fitting stage on; the
+    model is the same as without it. Other detectors refuse it (ConfigError) rather than ignore it.
+    """
     request = request or TrainRequest()
     detector = request.build_detector()
+    if ray is not None:
+        if not hasattr(detector, "fit_map"):
+            raise ConfigError(f"{request.detector} has no parallel fit: train it without --ray")
+        from cellsight.inference.parallel_fit import ray_fit_map
+
+        detector.fit_map = ray_fit_map(ray)
     labelled = detector.learns_from is LearnsFrom.LABELLED
     split = (labelled_split if labelled else calibration_split)(dataset, request.val_fraction, request.seed)
     if request.policy == "escape" and len(split.defective) == 0:
