@@ -55,7 +55,9 @@ def train(
     data: Annotated[str, typer.Option(help="Data set: a folder in MVTec layout, a CSV manifest, or 'elpv'.")],
     out: Annotated[Path, typer.Option(help="Model file to write (safetensors + JSON metadata).")],
     detector: Annotated[
-        str, typer.Option(help="Detector: patchcore (good-only), classical, supervised, hybrid or ensemble.")
+        str, typer.Option(
+            help="Detector: patchcore (good-only), rules or classical (rule-based), supervised, hybrid or ensemble."
+        )
     ] = "patchcore",
     backbone: Annotated[str | None, typer.Option(help="timm backbone (deep detectors).")] = None,
     image_size: Annotated[int | None, typer.Option(help="Working resolution in pixels (square).")] = None,
@@ -82,6 +84,9 @@ def train(
     defect_rate: Annotated[
         float | None, typer.Option(help="Share of defective cells the station sees (with --costs; else the file's).")
     ] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="PatchCore's fast preset (HNSW search, smaller coreset pool); --option wins.")
+    ] = False,
     ray: Annotated[bool, typer.Option("--ray", help="Fit PatchCore's per-image stage on Ray workers.")] = False,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray address for --ray; default: RAY_ADDRESS, else a local cluster.")
@@ -94,6 +99,12 @@ def train(
     from cellsight.workflows.train import train as run_train
 
     options = _parse_options(option or [])
+    if fast:
+        if detector != "patchcore":
+            raise ConfigError(f"--fast is PatchCore's preset; {detector} has none")
+        from cellsight.detectors.patchcore import FAST_PRESET
+
+        options = {**FAST_PRESET, **options}
     if backbone is not None:
         options["backbone"] = backbone
     if image_size is not None:

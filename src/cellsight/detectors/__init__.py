@@ -7,6 +7,7 @@ from cellsight.detectors.registry import register_path
 
 BUILTIN = {
     "classical": "cellsight.detectors.classical:Classical",
+    "rules": "cellsight.detectors.rules:Rules",
     "patchcore": "cellsight.detectors.patchcore:PatchCore",
     "supervised": "cellsight.detectors.supervised.detector:Supervised",
     "ensemble": "cellsight.detectors.supervised.ensemble:SupervisedEnsemble",

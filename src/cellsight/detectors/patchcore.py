@@ -72,10 +72,10 @@ class PatchCoreSettings(DetectorSettings):
     image_size: int = Field(256, ge=16)
     channels: Literal[1, 3] = 3
     bank_size: int = Field(16384, ge=1)
-    per_image_fraction: float = Field(0.125, gt=0.0, le=1.0)
+    per_image_fraction: float = Field(1.0, gt=0.0, le=1.0)
     projection_dim: int = 64
     smoothing_sigma: float = Field(4.0, gt=0.0)
-    search: Literal["hnsw", "exact"] = "hnsw"
+    search: Literal["hnsw", "exact"] = "exact"
     batch_size: int = Field(16, ge=1)
     seed: int = 0
     runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"] = "auto"
@@ -117,6 +117,15 @@ class PatchCoreSettings(DetectorSettings):
             "backbone_weights": None if source in (None, OFFLINE_WEIGHTS_SOURCE) else source,
         }
         return cls.from_stored(values)
+
+
+FAST_PRESET: dict[str, JsonValue] = {"search": "hnsw", "per_image_fraction": 0.125}
+"""`cellsight train --fast`: the approximate graph search and a smaller coreset pool per image.
+
+The defaults (exact search, every patch a coreset candidate) won on the validation splits of the accuracy
+harness (BENCHMARKS.md "Accuracy on real sets"); HNSW with efSearch 16 misses the nearest neighbour on
+banks full of near-duplicate patches, which raises good images' scores. This preset trades that for speed.
+"""
 
 
 class PatchCore(Detector[PatchCoreSettings]):

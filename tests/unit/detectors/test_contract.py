@@ -35,6 +35,7 @@ _PATCHCORE = {"image_size": 32, "layers": [1, 2], "bank_size": 64, "batch_size":
 _SUPERVISED = {"image_size": 32, "views": 1, "max_epochs": 1, "batch_size": 16}
 TINY: dict[str, dict[str, object]] = {
     "classical": {"image_size": 32},
+    "rules": {"image_size": 32},
     "patchcore": _PATCHCORE,
     "supervised": _SUPERVISED,
     "hybrid": {"patchcore": {**_PATCHCORE, "search": "exact"}, "supervised": _SUPERVISED},
