@@ -20,7 +20,7 @@ VISIBLE_TEXT_JS = """() => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) {
     const text = n.textContent.trim(), e = n.parentElement;
-    if (!text || !e || e.closest('script,style,noscript,template')) continue;
+    if (!text || !e || e.closest('script,style,noscript,template,code')) continue;
     const style = getComputedStyle(e);
     if (style.display === 'none' || style.visibility === 'hidden') continue;
     out.push(text);
@@ -38,7 +38,7 @@ VISIBLE_TEXT_JS = """() => {
 
 # Codes, units and names that read the same in every language
 ALWAYS = {"OK", "NG", "ERROR", "REVIEW", "FPY", "RTY", "UCL", "LCL", "CO2e", "kWh", "EUR", "CNY", "USD", "cellsight",
-          "Wilson", "p-chart", "kg", "ms", "CI", "API", "PLC", "ID", "English", "Deutsch", "log", "png"}
+          "Wilson", "p-chart", "kg", "ms", "CI", "API", "PLC", "ID", "English", "Deutsch", "log", "png", "SHA"}
 _LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]{2,}")
 
 
@@ -61,7 +61,7 @@ def untranslated(texts: list[str], locale: str, data_words: set[str]) -> list[st
         if text in messages or any(p in text for p in phrases):
             found.append(text)
         elif locale == "zh_CN":
-            words = {w for w in _LATIN_WORD.findall(text)} - ALWAYS - data_words
+            words = {w.strip("-'’") for w in _LATIN_WORD.findall(text)} - ALWAYS - data_words
             if words:
                 found.append(f"{text}  [latin: {', '.join(sorted(words))}]")
     return sorted(set(found))

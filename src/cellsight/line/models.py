@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cellsight.errors import ModelFileError
+from cellsight.i18n import N_
 from cellsight.inference.seam import InferenceBackend, LocalBackend
 from cellsight.line.config import LineConfig, StationConfig
 from cellsight.line.station import StationInspector
@@ -26,7 +27,7 @@ from cellsight.modelfile import LoadedModel, load_model
 from cellsight.storage.service_store import Deployment, ServiceStore
 
 log = logging.getLogger("cellsight.line")
-CONFIGURED = "line configuration"
+CONFIGURED = N_("line configuration")
 """`created_by` of deployments that come from the line file's `model:` (the first, and each edit)."""
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from cellsight.i18n import LOCALES, Localizer
+from cellsight.line.models import CONFIGURED
 from cellsight.service.auth import COOKIE, Principal, Role, authenticate, check_csrf, csrf_token, origin_allowed
 from cellsight.service.deps import PageViewer, ServiceDep
 from cellsight.service.state import Service
@@ -168,7 +169,8 @@ def models(request: Request, who: PageViewer, service: ServiceDep) -> HTMLRespon
         live, shadow = service.store.current(station, "live"), service.store.current(station, "shadow")
         scored, differ = service.store.shadow_counts(station)
         history = [{
-            "id": d.id, "kind": d.kind, "version": d.version, "sha": d.model_sha256[:12], "by": d.created_by,
+            "id": d.id, "kind": d.kind, "version": d.version, "sha": d.model_sha256[:12],
+            "by": loc.gettext(CONFIGURED) if d.created_by == CONFIGURED else d.created_by,
             "when": loc.datetime(d.created_at),
             "state": "live" if live and d.id == live.id else "shadow" if shadow and d.id == shadow.id else "",
             "ended": loc.datetime(d.ended_at) if d.ended_at else "",

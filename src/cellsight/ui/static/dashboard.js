@@ -36,8 +36,11 @@ function poll(fn) {
   run(); setInterval(run, 1000 * CS.refresh);
 }
 const LAYOUT = {template: "plotly_white", margin: {l: 60, r: 20, t: 40, b: 60}, height: 360};
-const CONFIG = {displaylogo: false, responsive: true};
+// no mode bar: plotly's own tool tips are English only, and an operator's chart needs no zoom tools
+const CONFIG = {displaylogo: false, responsive: true, displayModeBar: false};
 function note(id, text) { const n = document.getElementById(id); Plotly.purge(n); n.replaceChildren(el("p", {className: "note", text: text})); }
+// a p-chart subgroup ("run 3 #100-149") in the page's language
+function runLabel(label) { return label.replace(/\brun (\d+)/g, (_m, n) => t("run") + " " + n); }
 function kpi(value, label) { return el("span", {className: "kpi"}, el("b", {text: value}), label); }
 function renderOverview(q) {
   fill("kpis",
@@ -70,12 +73,12 @@ function renderOverview(q) {
     Plotly.react("pchart", [
       {type: "scatter", mode: "lines", x: x, y: g.map(s => s.ucl), name: "UCL", line: {shape: "hvh", dash: "dash", color: "#b42318"}},
       {type: "scatter", mode: "lines", x: x, y: g.map(s => s.lcl), name: "LCL", line: {shape: "hvh", dash: "dash", color: "#b42318"}},
-      {type: "scatter", mode: "lines+markers", x: x, y: g.map(s => s.p), name: t("reject rate"), text: g.map(s => s.label), line: {color: "#2e6fba"}},
+      {type: "scatter", mode: "lines+markers", x: x, y: g.map(s => s.p), name: t("reject rate"), text: g.map(s => runLabel(s.label)), line: {color: "#2e6fba"}},
       {type: "scatter", mode: "markers", x: flagged.map(s => s.index), y: flagged.map(s => s.p), name: t("signal"), marker: {color: "#b42318", size: 12, symbol: "x"}}],
       Object.assign({}, LAYOUT, {title: {text: t("p-chart of the reject rate") + " (NG / REVIEW; " + pct(pc.centre, 2) + ", " + pc.subgroup_size + ")"},
         shapes: [{type: "line", xref: "paper", x0: 0, x1: 1, y0: pc.centre, y1: pc.centre, line: {color: "#067647"}}],
         yaxis: {tickformat: ".0%", rangemode: "tozero", title: {text: t("reject rate")}}, legend: {orientation: "h", y: -0.25},
-        xaxis: {title: {text: t("subgroup")}, tickmode: "array", tickvals: x, ticktext: g.map(s => s.label)}}), CONFIG);
+        xaxis: {title: {text: t("subgroup")}, tickmode: "array", tickvals: x, ticktext: g.map(s => runLabel(s.label))}}), CONFIG);
   } else note("pchart", t("No finished cells yet: no p-chart."));
   const cellNum = v => el("td", {className: "num", text: v});
   fill("stations",
