@@ -302,7 +302,8 @@ def info(model: Annotated[Path, typer.Argument(help="Model file.")]) -> None:
     from cellsight.modelfile import load_model
 
     loaded = load_model(model)
-    console.print_json(json.dumps({"content_sha256": loaded.content_hash, **loaded.metadata}))
+    # the JSON is the command's output, on stdout, so `cellsight info model | jq` works (messages go to stderr)
+    typer.echo(json.dumps({"content_sha256": loaded.content_hash, **loaded.metadata}, indent=2))
 
 
 @app.command()
