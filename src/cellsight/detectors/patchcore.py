@@ -296,7 +296,13 @@ class PatchCore(Detector[PatchCoreSettings]):
         n, h, w, dim = feats.shape
         if self.extractor.runtime == "cuda":  # features on the device: search there too
             return self._device_patch_scores(feats).cpu().numpy()
-        squared = self._index.search(feats.numpy().reshape(-1, dim), 1)[0][:, 0]
+        # One search per image: a flat scan's BLAS blocking follows the number of queries, so one search over
+        # the whole batch made an image's score depend on which images shared its batch (~1e-5 apart, seen
+        # between Ray Serve's batches and a local call); per image the same pixels always give the same score.
+        rows = feats.numpy().reshape(n, h * w, dim)
+        squared = np.zeros((n, h * w), dtype=np.float32)
+        for i, image_rows in enumerate(rows):
+            squared[i] = self._index.search(np.ascontiguousarray(image_rows), 1)[0][:, 0]
         return np.sqrt(np.maximum(squared, 0.0)).reshape(n, h, w)
 
     def _device_patch_scores(self, feats: torch.Tensor) -> torch.Tensor:

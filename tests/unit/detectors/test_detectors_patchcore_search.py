@@ -50,3 +50,16 @@ def test_cuda_runtime_is_refused_without_a_gpu() -> None:
     detector = PatchCore(runtime="cuda", image_size=32)  # settings are only stored: the runtime resolves in fit
     with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
         detector.fit(TrainingSet.good([np.zeros((32, 32), np.uint8)]))
+
+
+@pytest.mark.parametrize("search", ["exact", "hnsw"])
+def test_an_images_score_does_not_depend_on_its_batch(search: str) -> None:
+    """Ray Serve and the pipelined line group images differently from a local call: the scores must agree bit for bit."""
+    rng = np.random.default_rng(3)
+    train = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(12)]
+    test = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(15)]
+    detector = PatchCore(image_size=64, bank_size=256, search=search)
+    detector.fit(TrainingSet.good(train))
+    together = detector.score(test).scores
+    apart = np.concatenate([detector.score(test[i : i + 3]).scores for i in range(0, len(test), 3)])
+    assert np.array_equal(together, apart)
