@@ -54,7 +54,7 @@ def test_cuda_runtime_is_refused_without_a_gpu() -> None:
 
 @pytest.mark.parametrize("search", ["exact", "hnsw"])
 def test_an_images_score_does_not_depend_on_its_batch(search: str) -> None:
-    """Ray Serve and the pipelined line group images differently from a local call: the scores must agree bit for bit."""
+    """Ray Serve and the pipelined line batch images unlike a local call: the scores must agree bit for bit."""
     rng = np.random.default_rng(3)
     train = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(12)]
     test = [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(15)]
