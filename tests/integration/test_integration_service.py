@@ -142,7 +142,7 @@ def test_dashboard_in_headless_chromium(dashboard: Server, chromium: str) -> Non
         assert page.url.endswith("/login")
         page.screenshot(path=str(SHOTS / "login.png"), full_page=True)
         page.fill("#token", dashboard.tokens["operator"])
-        page.click("button[type=submit]")
+        page.click("form[action='/login'] button[type=submit]")
         page.wait_for_selector("#fpy .main-svg")
         page.wait_for_selector("#pareto .main-svg")
         page.wait_for_selector("#pchart .main-svg")
@@ -208,7 +208,7 @@ def test_hostile_names_show_as_text_and_never_run_script(dashboard: Server, chro
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         page.goto(dashboard.url + "/login")
         page.fill("#token", dashboard.tokens["operator"])
-        page.click("button[type=submit]")
+        page.click("form[action='/login'] button[type=submit]")
         page.wait_for_url(dashboard.url + "/")
         for path, ready in (("/gallery", "#gallery .card"), ("/review", "#queue .card"),
                             ("/cells?id=" + quote(HOSTILE_CELL), "#genealogy"), ("/models", "h1")):
