@@ -1,0 +1,113 @@
+"""Exact nearest-neighbour search over a fixed memory bank, as one small ONNX Runtime graph.
+
+PatchCore's default search is exact: every patch of an image against every bank row (1,024 x 16,384 x 152
+for a 256 px image and a full bank, ~5 GFLOP). That is a matrix product, and how fast it runs is the
+matrix product's speed: faiss's flat index ran it ~4x slower than ONNX Runtime's MLAS kernels on the
+2-core AVX2 machine of BENCHMARKS.md (faiss also adds a separate pass to find each row's minimum).
+The graph:
+
+    d(q, b)^2 = ||q - m||^2 + min_b ( ||b - m||^2 - 2 (q - m) . (b - m) )
+
+with m the bank's mean (centring shrinks the terms that cancel in float32) and the bank in chunks of
+`CHUNK_ROWS` rows, each a Gemm (the -2 and the bank norms folded in) followed by a row minimum, so no
+query x bank matrix is ever held whole. Results match the flat scan within float32 rounding
+(tests/unit/detectors/test_detectors_patchcore_search.py). The session's threads follow `CELLSIGHT_THREADS`
+and do not spin, like the backbone's (`features/onnx_backbone.py`).
+
+One call per image keeps a score independent of which images share its batch: the kernels' blocking
+follows the shape, and every image of a model has the same number of patches.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from cellsight.features.onnx_backbone import session_options
+
+CHUNK_ROWS = 4096
+"""Bank rows per Gemm: a 1,024 x 4,096 float32 block (16 MB) per image; measured no slower than smaller."""
+OPSET = 17
+
+
+def search_graph(bank: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> bytes:
+    """The ONNX graph: queries (n, D) float32 -> (n,) squared L2 distance to the nearest bank row."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    bank = np.asarray(bank, dtype=np.float64)
+    mean = bank.mean(axis=0)
+    centred = bank - mean
+    rows, dim = bank.shape
+    inits = [
+        numpy_helper.from_array(mean.astype(np.float32), "mean"),
+        numpy_helper.from_array(np.array([-2.0], dtype=np.float32), "minus_two"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "last_axis"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["queries", "mean"], ["centred"]),
+        helper.make_node("Mul", ["centred", "minus_two"], ["scaled"]),
+        helper.make_node("Mul", ["centred", "centred"], ["squares"]),
+        helper.make_node("ReduceSum", ["squares", "last_axis"], ["query_norms"], keepdims=0),
+    ]
+    minima = []
+    for i, start in enumerate(range(0, rows, chunk_rows)):
+        part = centred[start : start + chunk_rows]
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(part.T, dtype=np.float32), f"bank{i}"))
+        inits.append(numpy_helper.from_array(np.square(part).sum(axis=1).astype(np.float32), f"norms{i}"))
+        nodes.append(helper.make_node("Gemm", ["scaled", f"bank{i}", f"norms{i}"], [f"partial{i}"]))
+        nodes.append(helper.make_node("ReduceMin", [f"partial{i}"], [f"minimum{i}"], axes=[1], keepdims=0))
+        minima.append(f"minimum{i}")
+    nodes += [
+        helper.make_node("Min", minima, ["nearest"]),
+        helper.make_node("Add", ["nearest", "query_norms"], ["unclamped"]),
+        helper.make_node("Max", ["unclamped", "zero"], ["squared"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "exact_nearest",
+        [helper.make_tensor_value_info("queries", TensorProto.FLOAT, ["n", dim])],
+        [helper.make_tensor_value_info("squared", TensorProto.FLOAT, ["n"])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    return bytes(model.SerializeToString())
+
+
+class ExactSearch:
+    """Exact nearest bank row for every query: `squared(queries)` -> (n,) float32 squared L2 distances."""
+
+    def __init__(self, bank: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.chunk_rows = chunk_rows
+        self._session: Any = None
+        self._lazy = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        return int(self.bank.shape[1])
+
+    def _open(self) -> Any:
+        if self._session is None:
+            with self._lazy:
+                if self._session is None:
+                    import onnxruntime as ort
+
+                    graph = search_graph(self.bank, self.chunk_rows)
+                    self._session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
+        return self._session
+
+    def squared(self, queries: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n,) squared distance of each query to its nearest bank row (>= 0)."""
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n, {self.dim}), got {queries.shape}")
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float32)
+        array = np.ascontiguousarray(queries, dtype=np.float32)
+        return np.asarray(self._open().run(None, {"queries": array})[0], dtype=np.float32)
+
+    def __reduce__(self) -> tuple[type[ExactSearch], tuple[np.ndarray, int]]:
+        """Pickles as its bank (a session does not travel); the copy opens its own on first use."""
+        return ExactSearch, (self.bank, self.chunk_rows)
