@@ -2,12 +2,13 @@
 
 Steps timed one by one inside `PatchCore.score`'s own code path (ELPV cells, 256x256, default settings,
 fitted on 100 good cells): decode (PNG from disk), prepare (gray, scale, INTER_AREA resize), features
-(the runtime's feature step), search (faiss nearest neighbour), maps (upsample + Gaussian blur + max),
+(the runtime's feature step), search (nearest neighbour, per image, as `score` runs it), maps
+(upsample + Gaussian blur + max),
 and the whole `score` call (the rest is Python overhead). Each configuration runs in its own child
 process, since OpenMP reads its wait policy once at start: `passive` is the default
 (`OMP_WAIT_POLICY=PASSIVE`, ONNX Runtime not spinning), `spinning` is how it ran before.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/step_profile.py [--threads 2]
+    PYTHONPATH=src .venv/bin/python benchmarks/step_profile.py [--threads 2] [--configs passive]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def child(config: dict[str, Any], threads: int, repeats: int) -> dict[str, Any]:
     from cellsight.data import LazyImages, load_dataset
     from cellsight.data.images import read_image
     from cellsight.detectors.base import MapSize, TrainingSet
-    from cellsight.detectors.patchcore import PatchCore
+    from cellsight.detectors.patchcore import PatchCore, _nearest_squared
     from cellsight.features.onnx_backbone import OnnxBackbone
 
     torch.set_num_threads(threads)
@@ -71,7 +72,7 @@ def child(config: dict[str, Any], threads: int, repeats: int) -> dict[str, Any]:
             feats = extractor(images)
             t3 = time.perf_counter()
             n, h, w, dim = feats.shape
-            squared = index.search(feats.numpy().reshape(-1, dim), 1)[0][:, 0]
+            squared = np.concatenate([_nearest_squared(index, rows) for rows in feats.numpy().reshape(n, -1, dim)])
             t4 = time.perf_counter()
             for patch in np.sqrt(np.maximum(squared, 0.0)).reshape(n, h, w):
                 cv2.GaussianBlur(cv2.resize(patch, (size, size)), (0, 0), sigma).max()
@@ -100,13 +101,15 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="a subset, for a short run")
     args = parser.parse_args()
     if args.child:
         name, threads, repeats = json.loads(args.child)
         print(json.dumps(child(CONFIGS[name], threads, repeats)))
         return
     title = header("CPU profile: PatchCore per image, step by step (ELPV, 256x256)")
-    results = {name: run_child(name, args.threads, args.repeats) for name in CONFIGS}
+    results = {name: run_child(name, args.threads, args.repeats) for name in args.configs}
     save_json("step_profile", results)
     lines = [title, f"ms per image, median of {args.repeats} repeats, {args.threads} threads; `score` is the whole "
              "call (features + search + maps + Python), measured separately. `passive`: OpenMP threads sleep "

@@ -12,6 +12,7 @@ these sizes (its float32 rescoring returns the flat index's distances).
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import torch
 
@@ -19,7 +20,7 @@ from cellsight.calibration import calibrate_for_overkill
 from cellsight.deploy import TOLERANCE
 from cellsight.detectors.base import MapSize, TrainingSet
 from cellsight.detectors.device_scoring import nearest_squared_distances_half, smoothed_maps
-from cellsight.detectors.patchcore import PatchCore, _build_index
+from cellsight.detectors.patchcore import PatchCore
 
 
 def _cells(rng: np.random.Generator, n: int, defect: bool = False) -> list[np.ndarray]:
@@ -39,7 +40,9 @@ def test_half_precision_shortlist_then_float32_gives_the_exact_nearest_distance(
     bank = (centres[rng.integers(0, 40, 2000)] + rng.normal(size=(2000, 64)) * 0.3).astype(np.float32)
     bank[1000:1100] = bank[:100]  # duplicates, as coresets of near-identical cells hold
     queries = (centres[rng.integers(0, 40, 500)] + rng.normal(size=(500, 64)) * 0.3).astype(np.float32)
-    expected = _build_index(bank, "exact").search(queries, 1)[0][:, 0]
+    flat = faiss.IndexFlatL2(bank.shape[1])  # the reference exact scan
+    flat.add(bank)
+    expected = flat.search(queries, 1)[0][:, 0]
     got = nearest_squared_distances_half(torch.from_numpy(queries), torch.from_numpy(bank), chunk=128).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
