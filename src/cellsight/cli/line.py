@@ -6,7 +6,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,13 +15,10 @@ from rich.table import Table
 from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console, fail
 from cellsight.i18n import Localizer, localizer, terminal_locale
-from cellsight.line.config import LineConfig, LineConfigError, load_line_config
-from cellsight.line.quality import genealogy, line_quality
-from cellsight.line.quality_report import print_genealogy, print_quality, write_quality_html, write_quality_json
-from cellsight.line.runtime import LineProgress, LineRuntime, LineSummary
-from cellsight.line.truth_report import print_truth_costs, run_truth_costs, truth_costs_html
-from cellsight.storage.records import Disposition
-from cellsight.storage.store import TraceStore
+
+if TYPE_CHECKING:  # the line's modules pull in torch and scikit-learn: imported by the commands that run
+    from cellsight.line.config import LineConfig
+    from cellsight.line.runtime import LineProgress, LineRuntime, LineSummary
 
 line_app = typer.Typer(help="Run a production line's stations and report its quality figures.", no_args_is_help=True)
 
@@ -43,6 +40,9 @@ def run(
     ] = None,
 ) -> None:
     """Move cells through the stations at the takt; every verdict is committed before it is shown."""
+    from cellsight.line.runtime import LineRuntime
+    from cellsight.storage.store import TraceStore
+
     loc = localizer(terminal_locale(lang))
     line_config, sha = _load(config, db)
     stop_requested: list[int] = []
@@ -79,6 +79,16 @@ def report(
     ] = None,
 ) -> None:
     """First-pass yield per station, rolled throughput yield, defect Pareto, p-chart, cell genealogy."""
+    from cellsight.line.quality import genealogy, line_quality
+    from cellsight.line.quality_report import (
+        print_genealogy,
+        print_quality,
+        write_quality_html,
+        write_quality_json,
+    )
+    from cellsight.line.truth_report import print_truth_costs, run_truth_costs, truth_costs_html
+    from cellsight.storage.store import TraceStore
+
     line_config, _ = _load(config, db)
     with TraceStore.open(line_config.database) as store:
         run = store.run(run_id) if run_id is not None else store.latest_run(line_config.line)
@@ -104,6 +114,8 @@ def report(
 
 
 def _load(path: Path, db: str | None) -> tuple[LineConfig, str]:
+    from cellsight.line.config import LineConfigError, load_line_config
+
     try:
         line_config, sha = load_line_config(path)
     except LineConfigError as exc:
@@ -116,6 +128,8 @@ def _load(path: Path, db: str | None) -> tuple[LineConfig, str]:
 def _run_with_progress(
     runtime: LineRuntime, cells: int | None, new_run: bool, should_stop: Callable[[], bool], loc: Localizer
 ) -> LineSummary:
+    from cellsight.storage.records import Disposition
+
     _ = loc.gettext
     total = cells or runtime.config.cells
     with Progress(
@@ -134,6 +148,8 @@ def _run_with_progress(
 
 
 def _print_summary(config: LineConfig, summary: LineSummary, loc: Localizer) -> None:
+    from cellsight.storage.records import Disposition
+
     _ = loc.gettext
     p = summary.progress
     table = Table(title=_("line {line}: run {run}").format(line=config.line, run=summary.run_id))

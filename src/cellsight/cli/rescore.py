@@ -13,9 +13,6 @@ import typer
 from cellsight.cli.errors import user_errors
 from cellsight.cli.progress import console
 from cellsight.errors import ConfigError
-from cellsight.storage.store import TraceStore
-from cellsight.workflows.rescore import rescore as rescore_images
-from cellsight.workflows.rescore import stored_inspections, write_rescore_html
 
 
 @user_errors
@@ -31,6 +28,10 @@ def rescore(
     workers: Annotated[int, typer.Option(min=1, help="Ray Data scoring actors.")] = 2,
 ) -> None:
     """Re-score stored images with a candidate model: agreement with the recorded verdicts and every flip."""
+    from cellsight.storage.store import TraceStore  # the workflow pulls in torch and Ray: only when it runs
+    from cellsight.workflows.rescore import rescore as rescore_images
+    from cellsight.workflows.rescore import stored_inspections, write_rescore_html
+
     try:
         moment = None if since is None else datetime.fromisoformat(since)
     except ValueError as exc:
