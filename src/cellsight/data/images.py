@@ -71,13 +71,19 @@ class ImageReadError(DataError):
         return (type(self), (self.path, self.reason))
 
 
-def read_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(path: Path | str, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None) -> np.ndarray:
     """Read a PNG, JPEG, BMP or TIFF file as HxW grey or HxWx3 RGB, uint8 or uint16 as stored.
 
     The format is recognised from the file's first bytes, not its name. RGBA drops alpha, palette
     images become RGB, 1-bit images become uint8 0/255. A multi-page TIFF yields its first page.
     EXIF orientation is ignored: pixels come as the camera wrote them, aligned with their masks.
     Raises ImageReadError for anything unreadable, including headers over `max_pixels`.
+
+    `reduce_to` (a model's working side, for a caller that only scores the image and will shrink it
+    anyway): a JPEG at least twice that on both sides is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's
+    scaled inverse DCT (Pillow's `draft`), never below `reduce_to`; a fraction of the decoding work, and
+    the DCT scaling is itself an average over the dropped pixels. Other formats decode in full. The
+    image (and maps at its size) is then smaller than the file: not for pixel masks or code reading.
     """
     where = Path(path)
     try:
@@ -90,12 +96,12 @@ def read_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageReadError(where, "permission denied") from None
     except OSError as exc:
         raise ImageReadError(where, f"cannot read file ({exc.strerror or exc})") from exc
-    return _decode(data, where, max_pixels)
+    return _decode(data, where, max_pixels, reduce_to)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS, reduce_to: int | None = None) -> np.ndarray:
     """Like read_image, for bytes already in memory (an upload); `name` appears in error messages."""
-    return _decode(data, name, max_pixels)
+    return _decode(data, name, max_pixels, reduce_to)
 
 
 def to_float01(image: np.ndarray) -> np.ndarray:
@@ -192,7 +198,7 @@ def list_images(folder: Path | str) -> list[Path]:
 # --- decoding ------------------------------------------------------------------------------------
 
 
-def _decode(data: bytes, where: Path | str, max_pixels: int) -> np.ndarray:
+def _decode(data: bytes, where: Path | str, max_pixels: int, reduce_to: int | None = None) -> np.ndarray:
     if not data:
         raise ImageReadError(where, "empty file (0 bytes)")
     fmt = _sniff(data)
@@ -202,7 +208,7 @@ def _decode(data: bytes, where: Path | str, max_pixels: int) -> np.ndarray:
         image = (
             _decode_tiff(data, where, max_pixels)
             if fmt == "TIFF"
-            else _decode_pillow(data, fmt, where, max_pixels)
+            else _decode_pillow(data, fmt, where, max_pixels, reduce_to)
         )
     except (ImageReadError, MemoryError):
         raise
@@ -257,7 +263,9 @@ def _check_size(where: Path | str, width: int, height: int, max_pixels: int) -> 
         )
 
 
-def _decode_pillow(data: bytes, fmt: str, where: Path | str, max_pixels: int) -> np.ndarray:
+def _decode_pillow(
+    data: bytes, fmt: str, where: Path | str, max_pixels: int, reduce_to: int | None = None
+) -> np.ndarray:
     # The plugin class parses only the header; Pillow's own bomb check (a process-wide setting that
     # other code may change) is not involved, ours runs before any pixel is decoded.
     with _PILLOW_FORMATS[fmt](io.BytesIO(data)) as header:
@@ -272,6 +280,8 @@ def _decode_pillow(data: bytes, fmt: str, where: Path | str, max_pixels: int) ->
             # OpenCV expands grey + alpha to four channels; the image is grey.
             return decoded[:, :, 0] if colour_type == 4 and decoded.ndim == 3 else decoded
     with _PILLOW_FORMATS[fmt](io.BytesIO(data)) as image:
+        if fmt == "JPEG" and reduce_to is not None and min(image.size) >= 2 * reduce_to:
+            image.draft(image.mode, (reduce_to, reduce_to))  # the largest DCT scale keeping both sides >= it
         image.load()  # raises on truncated data (Pillow's LOAD_TRUNCATED_IMAGES is False by default)
         return _pillow_to_array(image, where)
 
