@@ -11,7 +11,14 @@ the others are refused with a `DeploymentError` saying so.
   hold the backbone alone and still load (pooling then runs in torch);
 - `deploy.json`: detector, model version and content hash, input size, preprocessing, layers,
   calibration, the sha256 of both files, the runtime and precision that were verified (`runtime`: ONNX
-  Runtime, float32, with its version), and the measured Torch-vs-ONNX difference on the verification images.
+  Runtime, float32 or int8, with its version), and the measured Torch-vs-ONNX difference on the
+  verification images.
+
+`int8=True` (`cellsight export --int8`, opt-in): `backbone.onnx` is the feature graph quantised to int8
+(`features/quantize.py`), calibrated on the given images, which should be the station's good images. Its
+scores move by more than float rounding, so it is held to identical verdicts on those images (and the
+difference is recorded) rather than to `TOLERANCE`; whether int8 keeps verdicts on a whole test set is
+measured in `benchmarks/speed.py`'s exactness table, not here.
 
 Why the ONNX graph is a file with its sha256 here and not a tensor inside the model file: the model
 file stays the single hashed source of truth (its hash does not depend on the exporter's version), and
@@ -35,6 +42,7 @@ import torch
 
 from cellsight.detectors.base import AnyDetector, BackboneExport, MapSize
 from cellsight.errors import DeploymentError
+from cellsight.features.graph import FeatureGraph
 from cellsight.features.onnx_backbone import OPSET, export_onnx, onnxruntime_version, sha256
 from cellsight.modelfile import LoadedModel, load_model
 
@@ -111,12 +119,13 @@ def backbone_export_of(detector: AnyDetector) -> BackboneExport:
 
 
 def export_deployment(
-    model_path: Path | str, out_dir: Path | str, images: Sequence[np.ndarray] | None = None
+    model_path: Path | str, out_dir: Path | str, images: Sequence[np.ndarray] | None = None, int8: bool = False
 ) -> dict[str, Any]:
-    """Write the deployment folder for `model_path`; refuses when ONNX does not match torch within TOLERANCE.
+    """Write the deployment folder for `model_path`; refuses when ONNX does not match torch within TOLERANCE
+    (int8: when any verdict differs).
 
     `images` (real ones from the station, ideally) are scored both ways; without them, `probe_images`.
-    Returns the manifest written to deploy.json.
+    `int8` needs `images`: they calibrate the quantised graph. Returns the manifest written to deploy.json.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     loaded = load_model(model_path)
@@ -128,10 +137,14 @@ def export_deployment(
     onnx_bytes = export_onnx(export.module, export.image_size)
     source = "given images" if images is not None else "generated probe images"
     probes = images if images is not None else probe_images(export.probe_side)
+    if int8:
+        onnx_bytes = _quantized(export, onnx_bytes, images)
     agreement = compare_runtimes(detector, export, onnx_bytes, probes)
-    if not agreement.within_tolerance:
+    if int8 and not agreement.verdicts_identical:
+        raise DeploymentError(f"int8 backbone changes verdicts on the given images: {agreement}")
+    if not int8 and not agreement.within_tolerance:
         raise DeploymentError(f"ONNX backbone does not reproduce torch scores: {agreement}")
-    manifest = _manifest(loaded, export, onnx_bytes, ort_version, agreement, source)
+    manifest = _manifest(loaded, export, onnx_bytes, ort_version, agreement, source, int8)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model_path, out_dir / MODEL_FILE)
@@ -141,6 +154,17 @@ def export_deployment(
     except OSError as exc:
         raise DeploymentError(f"{out_dir}: cannot write the deployment folder ({exc.strerror or exc})") from exc
     return manifest
+
+
+def _quantized(export: BackboneExport, onnx_bytes: bytes, images: Sequence[np.ndarray] | None) -> bytes:
+    """The feature graph in int8, calibrated on the given (station) images."""
+    from cellsight.features.quantize import quantize_features
+
+    if images is None:
+        raise DeploymentError("an int8 export needs the station's good images (--images) to calibrate on")
+    if export.pixels is None or not isinstance(export.module, FeatureGraph):
+        raise DeploymentError("this detector's backbone has no int8 export")
+    return quantize_features(onnx_bytes, export.pixels(images))
 
 
 def load_deployment(folder: Path | str) -> Deployment:
@@ -174,7 +198,15 @@ def _manifest(
     ort_version: str,
     agreement: Agreement,
     source: str,
+    int8: bool = False,
 ) -> dict[str, Any]:
+    runtime: dict[str, Any] = {
+        "name": "onnxruntime", "version": ort_version, "precision": "int8" if int8 else "float32", "graph": "features"
+    }
+    if int8:
+        from cellsight.features.quantize import QUANTIZATION
+
+        runtime["quantization"] = {**QUANTIZATION, "calibration_images": agreement.n_images}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -185,7 +217,7 @@ def _manifest(
         "model_file": MODEL_FILE,
         **export.description,
         "calibration": loaded.metadata.get("calibration"),
-        "runtime": {"name": "onnxruntime", "version": ort_version, "precision": "float32", "graph": "features"},
+        "runtime": runtime,
         "onnx": {
             "file": ONNX_FILE,
             "sha256": sha256(onnx_bytes),
@@ -199,6 +231,7 @@ def _manifest(
             "max_abs_raw_score_diff": agreement.max_abs_raw_diff,
             "max_diff_over_threshold": agreement.max_diff_over_threshold,
             "verdicts_identical": agreement.verdicts_identical,
-            "tolerance_diff_over_threshold": TOLERANCE,
+            "tolerance_diff_over_threshold": None if int8 else TOLERANCE,
+            "required": "identical verdicts" if int8 else "identical verdicts and diff within tolerance",
         },
     }

@@ -272,6 +272,11 @@ def export(
         typer.Option(help="Images or folders to verify ONNX against torch on (default: generated probes)."),
     ] = None,
     max_images: Annotated[int, typer.Option(help="Use at most this many of --images.")] = 32,
+    int8: Annotated[
+        bool,
+        typer.Option("--int8", help="Quantise the backbone to int8, calibrated on --images (the station's good "
+                     "images); held to identical verdicts on them. Opt-in: see BENCHMARKS.md for its exactness."),
+    ] = False,
 ) -> None:
     """Write the deployable form: the backbone as ONNX, verified to score like the model, with hashes."""
     from cellsight.data.images import list_images, read_image
@@ -285,12 +290,13 @@ def export(
         arrays = [read_image(path) for path in files[:max_images]]
         if not arrays:
             raise _fail("no images found in the given --images paths")
-    manifest = export_deployment(model, out, arrays)
+    manifest = export_deployment(model, out, arrays, int8=int8)
     check = manifest["verification"]
+    tolerance = check["tolerance_diff_over_threshold"]
     console.print(
-        f"ONNX vs torch on {check['images']} {check['source']}: max |raw score diff| / threshold "
-        f"{check['max_diff_over_threshold']:.2e} (tolerance {check['tolerance_diff_over_threshold']:.0e}), "
-        f"verdicts identical"
+        f"ONNX ({manifest['runtime']['precision']}) vs torch on {check['images']} {check['source']}: "
+        f"max |raw score diff| / threshold {check['max_diff_over_threshold']:.2e}"
+        + (f" (tolerance {tolerance:.0e})" if tolerance is not None else "") + ", verdicts identical"
     )
     console.print(f"wrote {out} (onnx sha256 {manifest['onnx']['sha256'][:16]})")
 

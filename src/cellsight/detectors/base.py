@@ -155,6 +155,9 @@ class BackboneExport:
     """Run the detector's backbone from exactly these ONNX bytes, on ONNX Runtime."""
     description: JsonObject
     """Backbone, layers, input and preprocessing, as written into deploy.json."""
+    pixels: Callable[[Sequence[np.ndarray]], np.ndarray] | None = None
+    """Images -> the graph's input as scoring builds it ((N, S, S, C) float32; tiles when tiling): what an
+    int8 graph is calibrated on. None: the detector offers no int8 export."""
 
 
 SettingsT = TypeVar("SettingsT", bound=DetectorSettings, covariant=True)

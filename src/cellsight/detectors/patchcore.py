@@ -469,8 +469,17 @@ class PatchCore(Detector[PatchCoreSettings]):
             "backbone, pooling and joining inside)",
         }
         return BackboneExport(
-            self.extractor.graph(), side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph, description
+            self.extractor.graph(), side, probe, lambda: self.use_runtime("torch"), self.use_backbone_graph,
+            description, self.graph_pixels,
         )
+
+    def graph_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """What the feature graph is fed for `images` (ignore boxes painted, tiles cut): (N, S, S, C)."""
+        prepared = [self.extractor.prepare(batch) for batch, _ in self._units(images) if batch]
+        side, channels = self.features.image_size, self.settings.channels
+        if not prepared:
+            return np.empty((0, side, side, channels), np.float32)
+        return np.concatenate(prepared).reshape(-1, side, side, channels)
 
 
 NAMER_TOP_PATCHES = 4

@@ -138,3 +138,61 @@ def test_classical_models_have_nothing_to_export(tiny_mvtec: Path, tmp_path: Pat
     save_model(tmp_path / "c.safetensors", detector, training={})
     with pytest.raises(DeploymentError, match="classical has no neural backbone to export"):
         export_deployment(tmp_path / "c.safetensors", tmp_path / "out")
+
+
+
+def test_an_int8_export_needs_station_images_and_is_refused_when_it_changes_verdicts(
+    station: tuple[Path, Path, list[np.ndarray]], tmp_path: Path
+) -> None:
+    """On this tiny station the int8 graph (features ~30% off float32) flips verdicts: no folder is written."""
+    model, _, images = station
+    with pytest.raises(DeploymentError, match="needs the station's good images"):
+        export_deployment(model, tmp_path / "no-images", None, int8=True)
+    with pytest.raises(DeploymentError, match="int8 backbone changes verdicts"):
+        export_deployment(model, tmp_path / "int8", images, int8=True)
+    assert not (tmp_path / "int8").exists()
+
+
+def test_an_int8_export_records_its_precision_and_quantisation(
+    station: tuple[Path, Path, list[np.ndarray]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What deploy.json says of an accepted int8 graph, and that the graph is calibrated on the given images."""
+    from cellsight.features import quantize
+
+    calibrated: list[int] = []
+
+    def accept(onnx_bytes: bytes, pixels: np.ndarray) -> bytes:  # stands in for a graph that keeps verdicts
+        calibrated.append(len(pixels))
+        return onnx_bytes
+
+    monkeypatch.setattr(quantize, "quantize_features", accept)
+    model, _, images = station
+    manifest = export_deployment(model, tmp_path / "int8", images, int8=True)
+    assert calibrated == [len(images)] and pixels_side(tmp_path / "int8") == 96
+    assert manifest["runtime"]["precision"] == "int8"
+    assert manifest["runtime"]["quantization"]["weights"] == "int8, per output channel"
+    assert manifest["runtime"]["quantization"]["calibration_images"] == len(images)
+    assert manifest["verification"]["tolerance_diff_over_threshold"] is None
+    assert manifest["verification"]["required"] == "identical verdicts"
+    assert load_deployment(tmp_path / "int8").manifest["runtime"]["precision"] == "int8"
+
+
+def pixels_side(folder: Path) -> int:
+    return int(json.loads((folder / "deploy.json").read_text())["input"]["height"])
+
+
+def test_the_int8_graph_is_quantised_convolutions(station: tuple[Path, Path, list[np.ndarray]]) -> None:
+    import onnx
+
+    from cellsight.features.quantize import quantize_features
+
+    model, _, images = station
+    detector = load_model(model).detector
+    assert isinstance(detector, PatchCore)
+    export = detector.backbone_export()
+    graph = export_onnx(export.module, export.image_size)
+    assert export.pixels is not None
+    int8 = onnx.load_from_string(quantize_features(graph, export.pixels(images[:4])))
+    convolutions = sum(node.op_type == "Conv" for node in int8.graph.node)
+    weights = [node for node in int8.graph.node if node.op_type == "DequantizeLinear"]
+    assert convolutions > 10 and len(weights) >= 2 * convolutions  # every convolution's input and weights
