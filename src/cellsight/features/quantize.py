@@ -6,6 +6,14 @@ inputs uint8 with ranges calibrated (MinMax) on pixels of the station's own good
 only where verdicts agree with float32 on at least 99.9% of test images and image AUROC moves by at most
 0.002 on every real set measured (issue 17); `benchmarks/speed.py`'s exactness table measures that.
 `onnxruntime.quantization` ships with onnxruntime (it needs the `onnx` package, already a dependency).
+
+Measured (EfficientNet-Lite0 levels 2+3, ELPV cells at 96 px, 16 calibration cells): the int8 features are
+~45% off float32 (relative L2) on ONNX Runtime's AVX2 u8s8 kernels and ~30% with the same QDQ graph run
+unfused (fake quantisation; percentile calibration 28%, 7-bit weights 38%), so most of the loss is the
+quantisation itself, concentrated in the first layers: the stem alone costs 16%, the first depthwise
+convolution alone 24%; leaving out every depthwise convolution and the first three others still leaves 6.6%.
+Verdicts then move (BENCHMARKS.md "Speed side by side"), which is why `cellsight export --int8` refuses a
+graph that changes any verdict on the station's images.
 """
 
 from __future__ import annotations
