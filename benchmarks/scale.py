@@ -83,12 +83,14 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def line_rows(work: Path, models: dict[str, Path], cells: int, takt: float,
-              takt_cells: int) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Per line and mode: cells/min as fast as it goes, and latency with cells arriving at `takt`."""
+def line_rows(work: Path, models: dict[str, Path], cells: int, takt_share: float,
+              takt_cells: int, lines: tuple[int, ...]) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Per line and mode: cells/min as fast as it goes, and latency with cells arriving at a takt of
+    `takt_share` x the sequential line's rate (a takt today's line holds: beyond it latency only grows)."""
     rows: list[str] = []
     out: dict[str, dict[str, float]] = {}
-    for stations in (3, 6):
+    for stations in lines:
+        takt = 0.0
         ray_settings = ("{backend: ray, address: local, replicas: 1, max_batch_size: 16, batch_wait_ms: 5, "
                         f"replica_cpus: {round(1.8 / stations, 2)}}}")
         modes = [("sequential, batch 1 (today)", False, "{backend: local}"),
@@ -97,14 +99,16 @@ def line_rows(work: Path, models: dict[str, Path], cells: int, takt: float,
         base = None
         for label, pipelined, inference in modes:
             name = f"s{stations}-{len(out)}"
-            paths = [line_yaml(work, models, stations, name + suffix, pipelined, inference, t)
-                     for suffix, t in (("-warm", None), ("", None), ("-takt", takt))]
+            paths = [line_yaml(work, models, stations, name + suffix, pipelined, inference)
+                     for suffix in ("-warm", "")]
             config, _ = load_line_config(paths[0])
             backend = open_backend(config.inference, config.line) if "ray" in inference else None
             try:  # one backend for the three runs: Ray deployments are made once
                 run_line(paths[0], 10, backend)
                 fast = run_line(paths[1], cells, backend)
-                paced = run_line(paths[2], takt_cells, backend)
+                takt = takt or round(takt_share * fast.cells_per_minute)
+                paced = run_line(line_yaml(work, models, stations, name + "-takt", pipelined, inference, takt),
+                                 takt_cells, backend)
             finally:
                 if backend is not None:
                     backend.close()
@@ -115,7 +119,7 @@ def line_rows(work: Path, models: dict[str, Path], cells: int, takt: float,
                 "cells": fast.progress.cells, "cells_per_minute": rate, "takt": takt, "takt_cells": len(lat),
                 "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "late_cells": paced.progress.late_cells,
             }
-            rows.append(f"| {stations} | {label} | {rate:.0f} | {rate / base:.2f}x | {pct(lat, 50):.0f} | "
+            rows.append(f"| {stations} | {label} | {rate:.0f} | {rate / base:.2f}x | {takt:.0f} | {pct(lat, 50):.0f} | "
                         f"{pct(lat, 99):.0f} | {paced.progress.late_cells} |")
             print(rows[-1], file=sys.stderr, flush=True)
     return rows, out
@@ -264,7 +268,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=100, help="good training images per station")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--gpu-rate", type=float, default=790.0, help="images/s of one GPU (BENCHMARKS.md)")
-    parser.add_argument("--takt", type=float, default=240.0, help="cells/min for the latency runs (the demo's)")
+    parser.add_argument("--takt-share", type=float, default=0.8,
+                        help="latency runs: cells arrive at this share of the sequential line's cells/min")
+    parser.add_argument("--lines", default="3,6", help="station counts of the lines to run")
     parser.add_argument("--takt-cells", type=int, default=100)
     parser.add_argument("--rescore-images", type=int, default=10_000)
     parser.add_argument("--rescore-size", type=int, default=128, help="the rescore candidate's image_size")
@@ -275,7 +281,8 @@ def main() -> None:
     models = build_models(work, args.train)
     images = [read_image(p) for p in sorted((work / "synth" / "weld" / "test").glob("*/*.png"))] * 5
     connect("local")  # one Ray cluster (every CPU here) for all the Ray rows: its start-up is not a row's cost
-    rows, lines = line_rows(work, models, args.cells, args.takt, args.takt_cells)
+    rows, lines = line_rows(work, models, args.cells, args.takt_share, args.takt_cells,
+                            tuple(int(n) for n in args.lines.split(",")))
     overhead = ray_overhead(models, images[:40])
     print(overhead, file=sys.stderr, flush=True)
     ceiling = postgres_ceiling(args.postgres)
@@ -285,13 +292,14 @@ def main() -> None:
     body = header("Scale: pipelined line, Ray Serve, PostgreSQL ceiling") + (
         f"\nPatchCore stations (256x256 synthetic battery images, {args.train} train images each, default "
         f"settings), reject-at-once, SQLite. cells/min: {args.cells} cells as fast as the line goes, after a "
-        f"10-cell warm-up. Latency: {args.takt_cells} cells arriving at {args.takt:.0f} cells/min (the demo's "
-        "takt), from a cell's arrival to its record committed; late = cells that arrived while the line was "
-        "more than one takt behind. The 6-station line runs the three models twice. Ray: a local cluster on "
+        f"10-cell warm-up. Latency: {args.takt_cells} cells arriving at a takt of {args.takt_share:.0%} of the "
+        "sequential line's cells/min (the same takt for every mode of a line: one today's line holds), from a "
+        "cell's arrival to its record committed; late = cells that arrived while the line was more than one "
+        "takt behind. The 6-station line runs the three models twice. Ray: a local cluster on "
         "this machine (2 CPUs), one replica per station "
         "(0.6 CPU reserved each on the 3-station line, 0.3 on the 6-station one; one thread each).\n\n"
-        "| stations | mode | cells/min | vs today | p50 ms at takt | p99 ms at takt | late cells |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| stations | mode | cells/min | vs today | takt (cells/min) | p50 ms at takt | p99 ms at takt | late cells |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n\n"
         f"Ray overhead per inspection (batch 1, one request at a time): {overhead['ray_batch1_ms']:.1f} ms on "
         f"Ray vs {overhead['local_batch1_ms']:.1f} ms in-process = **{overhead['overhead_ms']:.1f} ms**. "

@@ -23,6 +23,7 @@ import numpy as np
 from ray import serve
 
 from cellsight.errors import ModelFileError
+from cellsight.features.threads import THREADS_VARIABLE
 from cellsight.inference import model_store
 from cellsight.inference.cluster import connect, resolve_address, shutdown
 from cellsight.inference.seam import InferenceSettings, LocalModel, StationModel, working_size
@@ -42,6 +43,8 @@ class StationReplica:
                  threads: int) -> None:
         import torch
 
+        # The replica's CPUs, not the node's: ONNX Runtime and OpenVINO sessions size their pools from it.
+        os.environ[THREADS_VARIABLE] = str(max(1, threads))
         torch.set_num_threads(max(1, threads))
         path = model_store.fetch(content_hash)
         model = LocalModel(path)
