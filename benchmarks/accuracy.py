@@ -5,8 +5,10 @@
         [--split val|test] [--max-fit N] [--max-eval N] [--write]
 
 Protocol, identical for every method (cellsight's configurations and anomalib's PatchCore):
-- fit on what `cellsight train --data DIR` fits on (`calibration_split(...).fit`: the train goods, minus a
-  seeded 15% calibration hold-out where the set has no val split), capped at `--max-fit` evenly spaced;
+- fit on what `cellsight train --data DIR` fits on (`calibration_split(...).fit`: every train good, since
+  the threshold comes from cross-fitted scores; before cross-fitting, a seeded 15% was held out), capped at
+  `--max-fit` evenly spaced (the threshold plays no part: every figure is threshold-free or set on the
+  evaluated goods);
 - score the evaluation images (`--split test`: the test split; `--split val`: a validation part never used
   by the table, for choosing settings), capped at `--max-eval` per label, seeded;
 - image AUROC; pixel AUROC and AUPRO where the set has masks (maps and masks resized to a longest side of
@@ -124,7 +126,8 @@ def load_set(name: str, split: str, max_fit: int, max_eval: int) -> BenchSet:
     if name == "elpv" and split == "val":
         fit = data  # already the fitting part
     else:
-        fit = calibration_split(data, TrainRequest().val_fraction, TrainRequest().seed).fit
+        request = TrainRequest()
+        fit = calibration_split(data, request.val_fraction, request.seed, request.folds).fit
     fit = Dataset(fit.name, tuple(fit.items[i] for i in evenly_spaced(len(fit), max_fit)))
     rng = np.random.default_rng(0)
     kept = []

@@ -24,10 +24,27 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def trained(tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tmp_path_factory.mktemp("cli") / "station.safetensors"
     result = cli("train", "--detector", "patchcore", "--data", tiny_mvtec, "--out", model,
-                 "--image-size", "96", "--option", "bank_size=1024", "--val-fraction", "0.25")
+                 "--image-size", "96", "--option", "bank_size=1024")
     assert result.returncode == 0, result.stderr
-    assert "fitted on 30 good images" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "fitted on 40 good images" in said and "cross-fitted (5 folds) images" in said
     return model
+
+
+def test_train_cross_fits_on_every_good_or_holds_some_out_with_folds_0(tiny_mvtec: Path, tmp_path: Path) -> None:
+    args = ("train", "--detector", "classical", "--data", tiny_mvtec, "--image-size", "48")
+    crossed = cli(*args, "--out", tmp_path / "crossed.safetensors", "--folds", "4")
+    assert crossed.returncode == 0, crossed.stderr
+    assert "fitted on 40 good images" in " ".join(crossed.stderr.split())
+    training = json.loads(cli("info", tmp_path / "crossed.safetensors").stdout)["training"]
+    assert training["folds"] == 4 and training["n_fit_images"] == training["n_calibration_good"] == 40
+    assert len(training["cross_fit_good_scores"]) == 40
+
+    held = cli(*args, "--out", tmp_path / "held.safetensors", "--folds", "0", "--val-fraction", "0.25")
+    assert held.returncode == 0, held.stderr
+    said = " ".join(held.stderr.split())
+    assert "fitted on 30 good images" in said and "10 good / 0 defective held-out images" in said
+    # --folds 1 is refused before any data is read (TrainRequest: tests/unit/detectors/test_detectors_cross_fit.py)
 
 
 def test_help_explains_every_command() -> None:

@@ -66,8 +66,14 @@ def train(
         float | None, typer.Option(help="Target escape rate instead (needs labelled defects).")
     ] = None,
     val_fraction: Annotated[
-        float, typer.Option(help="Share of good train images held out to set the threshold (no val split).")
+        float, typer.Option(help="Share of good train images held out to set the threshold (no val split, "
+                                 "--folds 0 or a labelled detector).")
     ] = 0.15,
+    folds: Annotated[
+        int, typer.Option(help="No val split: fit on every good and set a good-only detector's threshold on "
+                               "scores cross-fitted over this many folds (PatchCore leaves each image out); "
+                               "0: hold out --val-fraction instead.")
+    ] = 5,
     seed: Annotated[int, typer.Option(help="Seed for the hold-out split and sampling.")] = 0,
     model_version: Annotated[str | None, typer.Option(help="Version label stored in the model.")] = None,
     station: Annotated[
@@ -115,7 +121,8 @@ def train(
     policy = "cost" if terms is not None else "escape" if escape is not None else "overkill"
     request = TrainRequest.with_options(
         detector, options, policy=policy, target=escape if escape is not None else overkill,
-        val_fraction=val_fraction, seed=seed, model_version=model_version, station=station, costs=terms,
+        val_fraction=val_fraction, folds=folds, seed=seed, model_version=model_version, station=station,
+        costs=terms,
     )
     dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
@@ -124,9 +131,10 @@ def train(
     cal = result.calibration
     what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
     goal = "the least expected cost" if cal.policy == "cost" else f"{cal.policy} {cal.target:.1%}"
+    held = f"cross-fitted ({max(result.split.folds) + 1} folds)" if result.split.folds else "held-out"
     console.print(
         f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
-        f"{goal} on {cal.n_good} good / {cal.n_defective} defective held-out images"
+        f"{goal} on {cal.n_good} good / {cal.n_defective} defective {held} images"
     )
     if result.naming_examples:
         per_class = ", ".join(f"{name} {count}" for name, count in result.naming_examples.items())

@@ -202,6 +202,18 @@ class Detector(ABC, Generic[SettingsT]):
         """Raw scores, the maps asked for, and defect classes for images scoring at least `name_from`
         (a raw score, usually the calibrated threshold; None names nothing)."""
 
+    def cross_fit(
+        self, train: TrainingSet, folds: Sequence[int], progress: ProgressFactory | None = None
+    ) -> np.ndarray:
+        """`fit` on all of `train`, and return each good image's raw score from a model fitted without its fold.
+
+        `folds[i]` is the fold of the i-th good image. Those cross-fitted scores set a good-only detector's
+        threshold without holding good images back from the final fit (a detector scores the images it was
+        fitted on too low). This default refits a fresh detector per fold: k more fits; a detector that can
+        reuse its features across folds overrides it (PatchCore does).
+        """
+        self.fit(train, progress)
+        return refit_fold_scores(self, train.good_images, folds, progress)
     def check_fitted(self) -> None:
         if not self.fitted:
             raise NotFittedError(f"{self.name} is not fitted: fit it (or load a model file) before scoring")
@@ -293,6 +305,36 @@ def make_predictions(
             )
         )
     return predictions
+
+
+def fold_members(folds: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(held-out, fitting) indices per fold, folds in ascending order; each fold must leave images to fit on."""
+    ids = np.asarray(folds, dtype=np.int64)
+    out = [(np.flatnonzero(ids == fold), np.flatnonzero(ids != fold)) for fold in np.unique(ids)]
+    if len(out) < 2:
+        raise DataError(f"cross-fitting needs at least 2 folds, got {len(out)}")
+    return out
+
+
+def refit_fold_scores(
+    detector: AnyDetector, goods: Sequence[np.ndarray], folds: Sequence[int],
+    progress: ProgressFactory | None = None, batch: int = 32,
+) -> np.ndarray:
+    """Each good image's raw score from a fresh detector (same settings) fitted on the other folds."""
+    if len(folds) != len(goods):
+        raise ValueError(f"{len(folds)} fold ids for {len(goods)} good images")
+    members = fold_members(folds)
+    advance = progress("cross-fit", len(members)) if progress else None
+    scores = np.empty(len(goods), dtype=np.float32)
+    for held, rest in members:
+        fold_model = type(detector)(detector.settings)
+        fold_model.fit(TrainingSet.good(LazySubset(goods, rest.tolist())))
+        for start in range(0, len(held), batch):
+            part = held[start : start + batch]
+            scores[part] = fold_model.score(LazySubset(goods, part.tolist()), MapSize.NONE).scores
+        if advance:
+            advance(1)
+    return scores
 
 
 def require_images(train: TrainingSet, name: str, minimum: int, what: str = "good") -> Sequence[np.ndarray]:

@@ -218,10 +218,70 @@ class PatchCore(Detector[PatchCoreSettings]):
                     kept.append(self.keep_patches(batch))
                 if advance is not None and completed:
                     advance(completed)
-        projection = _random_projection(kept[0].shape[1], s.projection_dim, s.seed)
         pool = np.concatenate(kept)
-        chosen = greedy_coreset(pool @ projection, s.bank_size, seed=s.seed)
-        self._set_bank(pool[chosen])
+        self._set_bank(pool[self._global_coreset(pool, s.bank_size)])
+        self._fit_names(train, progress)
+        return self
+
+    def cross_fit(
+        self, train: TrainingSet, folds: Sequence[int], progress: ProgressFactory | None = None
+    ) -> np.ndarray:
+        """`fit`, and each good image's score from the bank without the rows that image gave it, in one pass.
+
+        Leave-one-image-out, finer than the folds asked for and cheaper than them: the bank is `fit`'s (built
+        once), every good's patch grid is kept from the fitting pass, and each is searched in the bank with
+        its own rows excluded (a faiss ID selector); maps and scores are made as `score` makes them. Where
+        the bank holds every patch (small sets), that is exactly a refit without the image. Where the coreset
+        is smaller, it was chosen with the image in the pool: the rest of the bank is the final model's, so
+        its density (the bank size over all the goods) is the one new goods meet, which k-fold refits with the
+        same bank size do not give (they cover fewer images as densely and score new goods too low: on the
+        synthetic station of tests/unit/calibration/test_cross_fit_calibration.py a threshold for 10%
+        overkill flagged 53/400 new goods with 5 refitted folds, 40/400 left out of one bank).
+        Cost beyond `fit`: one search of every good patch, by faiss (the exact default's ONNX search cannot
+        leave rows out, so a flat faiss scan, slower, does it); memory: the goods' patch grids (what `fit`'s
+        pool holds at `per_image_fraction` 1.0). Tiled, Ray (`fit_map`) and GPU fits refit per fold.
+        """
+        if self.settings.tile_size is not None or self.fit_map is not None or self.extractor.runtime == "cuda":
+            return super().cross_fit(train, folds, progress)
+        s = self.settings
+        images = require_images(train, self.name, 2)
+        advance = progress("fit", len(images)) if progress else None
+        grids, choices = [], []
+        h = w = 0
+        for batch, completed in self._units(images):
+            patches, chosen, (h, w) = self._patches_and_choice(batch)
+            grids.append(patches)
+            choices.append(chosen)
+            if advance is not None:
+                advance(completed)
+        grid = np.concatenate(grids)  # (N, h * w, dim)
+        choice = np.concatenate(choices)  # (N, kept per image)
+        del grids, choices
+        pool = np.take_along_axis(grid, choice[:, :, None], axis=1).reshape(-1, grid.shape[2])
+        rows = self._global_coreset(pool, s.bank_size)
+        self._set_bank(pool[rows])
+        del pool
+        assert self._index is not None and self.memory_bank is not None
+        index = self._index if isinstance(self._index, faiss.Index) else _faiss_index(self.memory_bank, s.search)
+        source = rows // choice.shape[1]  # the image each bank row came from
+        score_step = progress("cross-fit: score each good without its own patches", len(images)) if progress else None
+        scores = np.empty(len(images), dtype=np.float32)
+        for i in range(len(images)):
+            own = np.flatnonzero(source == i).astype(np.int64)
+            squared = _nearest_squared_excluding(index, grid[i], own, s.search)
+            scores[i] = self._work_map(np.sqrt(np.maximum(squared, 0.0)).reshape(h, w)).max()
+            if score_step is not None:
+                score_step(1)
+        self._fit_names(train, progress)
+        return scores
+
+    def _global_coreset(self, pool: np.ndarray, size: int) -> np.ndarray:
+        """Rows of `pool` (the kept patches, in image order) that make a memory bank of `size` rows."""
+        s = self.settings
+        projection = _random_projection(pool.shape[1], s.projection_dim, s.seed)
+        return greedy_coreset(pool @ projection, size, seed=s.seed)
+
+    def _fit_names(self, train: TrainingSet, progress: ProgressFactory | None) -> None:
         self.namer = None
         defects = train.defects()
         if len(defects):
@@ -229,10 +289,14 @@ class PatchCore(Detector[PatchCoreSettings]):
             self._fit_defect_names(defects)
             if name_step is not None:
                 name_step(1)
-        return self
 
     def keep_patches(self, batch: list[np.ndarray]) -> np.ndarray:
         """The per-image coreset stage for one batch: (kept patches, dim), a function of settings and batch."""
+        patches, chosen, _ = self._patches_and_choice(batch)
+        return np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, patches.shape[2])
+
+    def _patches_and_choice(self, batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(n, h * w, dim) patch features of a batch, per image the indices its own coreset keeps, and (h, w)."""
         s = self.settings
         feats = self.extractor(batch).cpu().numpy()
         n, h, w, dim = feats.shape
@@ -240,7 +304,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         keep = max(1, math.ceil(h * w * s.per_image_fraction))
         patches = feats.reshape(n, h * w, dim)
         chosen = farthest_points_per_set(torch.from_numpy(patches @ projection), keep, s.seed).numpy()
-        return np.take_along_axis(patches, chosen[:, :, None], axis=1).reshape(-1, dim)
+        return patches, chosen, (h, w)
 
     def _set_bank(self, bank: np.ndarray) -> None:
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
@@ -280,11 +344,9 @@ class PatchCore(Detector[PatchCoreSettings]):
         """Patch scores -> smoothed map at the working size (its maximum is the score) [-> input size]."""
         s = self.settings
         patch_scores = self._patch_scores([paint_boxes(image, s.ignore_boxes) for image in images])
-        size = self.features.image_size
 
         def finish(i: int) -> tuple[float, np.ndarray, np.ndarray | None]:
-            work = cv2.resize(patch_scores[i], (size, size), interpolation=cv2.INTER_LINEAR)
-            work = blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
+            work = self._work_map(patch_scores[i])
             return float(work.max()), work, _to_input(work, images[i]) if with_input_maps else None
 
         done = map_images(finish, range(len(images)), self.extractor.workers)
@@ -306,6 +368,13 @@ class PatchCore(Detector[PatchCoreSettings]):
         for i, image_rows in enumerate(rows):
             squared[i] = _nearest_squared(self._index, image_rows)
         return np.sqrt(np.maximum(squared, 0.0)).reshape(n, h, w)
+
+    def _work_map(self, patch_scores: np.ndarray) -> np.ndarray:
+        """One image's (h, w) patch distances -> its smoothed map at the working size (its maximum: the score)."""
+        s = self.settings
+        size = self.features.image_size
+        work = cv2.resize(patch_scores, (size, size), interpolation=cv2.INTER_LINEAR)
+        return blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
 
     def _device_patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, h, w) on the features' device: half-precision shortlist, float32 distances (`device_scoring`)."""
@@ -521,6 +590,19 @@ def _nearest_squared(index: faiss.Index | ExactSearch, rows: np.ndarray) -> np.n
     return np.asarray(index.search(np.ascontiguousarray(rows), 1)[0][:, 0])
 
 
+def _nearest_squared_excluding(index: faiss.Index, rows: np.ndarray, bank_rows: np.ndarray, search: str) -> np.ndarray:
+    """`_nearest_squared` with `bank_rows` left out (a faiss ID selector; HNSW keeps its efSearch)."""
+    batch = faiss.IDSelectorBatch(bank_rows)
+    selector = faiss.IDSelectorNot(batch)
+    if search == "exact":
+        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]  # faiss's stubs lack the keyword
+    else:
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)  # type: ignore[attr-defined]
+    found = index.search(np.ascontiguousarray(rows), 1, params=params)[0][:, 0]
+    del batch, selector  # the C++ selectors had to outlive the search
+    return np.asarray(found)
+
+
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:
     """Nearest-neighbour index over the bank.
 
@@ -530,10 +612,15 @@ def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:
     of patches (the rest only slightly farther, so scores can only rise) at ~15x less time than the flat
     scan; see BENCHMARKS.md for the effect on AUROC.
     """
-    _search_threads()
-    dim = bank.shape[1]
     if search == "exact" and onnxruntime_version() is not None:
         return ExactSearch(bank)
+    return _faiss_index(bank, search)
+
+
+def _faiss_index(bank: np.ndarray, search: str) -> faiss.Index:
+    """`_build_index` by faiss alone (its searches can leave rows out)."""
+    _search_threads()
+    dim = bank.shape[1]
     if search == "exact":
         index: faiss.Index = faiss.IndexFlatL2(dim)
     else:

@@ -2,7 +2,9 @@
 
 By default the held-out part is the one the model was calibrated on at training time, rebuilt from the
 seed and sizes in the model file and checked against its fingerprint (so the cost threshold is never
-chosen on images the detector was fitted on); `split` picks a split of the data set instead.
+chosen on images the detector was fitted on); `split` picks a split of the data set instead. A model
+calibrated on cross-fitted scores was fitted on every good: its goods' scores are the cross-fitted ones
+stored in the model file (defects were never fitted on, so the model scores them itself).
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ def heldout_split(loaded: LoadedModel, dataset: Dataset, split: str = "heldout")
         fraction = n_good / max(1, len(dataset.select(split="train", defect_class=GOOD)))
     if fraction is None:
         raise DataError("the model file does not say how its held-out part was drawn: pass --split val or test")
-    chosen = (labelled_split if labelled else calibration_split)(dataset, float(fraction), int(seed))
+    if labelled:
+        chosen = labelled_split(dataset, float(fraction), int(seed))
+    else:
+        chosen = calibration_split(dataset, float(fraction), int(seed), int(training.get("folds", 0)))
     expected = training.get("calibration_fingerprint")
     if expected is not None and chosen.good.fingerprint() != expected:
         raise DataError(
@@ -88,7 +93,10 @@ def calibrate_costs(
             f"data set {dataset.name!r} ({split}): a cost threshold needs held-out good and defective images, "
             f"found {len(chosen.good)} good and {len(chosen.defective)} defective"
         )
-    good = heldout_scores(loaded.detector, chosen.good, progress, "score good").astype(np.float64)
+    if chosen.folds is not None:
+        good = np.asarray(loaded.metadata["training"]["cross_fit_good_scores"], dtype=np.float64)
+    else:
+        good = heldout_scores(loaded.detector, chosen.good, progress, "score good").astype(np.float64)
     defective = heldout_scores(loaded.detector, chosen.defective, progress, "score defective").astype(np.float64)
     calibration, optimum = calibrate_for_cost(good, defective, terms.false_call, terms.escape, terms.defect_rate)
     current = loaded.detector.calibration

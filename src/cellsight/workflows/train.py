@@ -1,8 +1,13 @@
-"""Train a station's model: fit on good images, calibrate on held-out images, save one model file.
+"""Train a station's model: fit on good images, calibrate on held-out scores, save one model file.
 
-Calibration never uses the images the detector was fitted on (a memory bank scores its own images near
-zero, which would set a threshold far too low). Where the data set has a `val` split it is used;
-otherwise a seeded fraction of the good training images is held out.
+Calibration never uses a score from a model fitted on that image (a memory bank scores its own images
+near zero, which would set a threshold far too low). Where the data set has a `val` split it is used.
+Otherwise a good-only detector is cross-fitted (`Detector.cross_fit`): the model is fitted on every
+train good and the threshold is set on scores of each good from a model that did not see it. Small sets
+lose no goods to a hold-out (15% of 37 images left 31 to fit). PatchCore leaves each image out of its one
+bank (its rows excluded from the search): one search of every good patch beyond `fit`. Other good-only
+detectors refit per fold (`TrainRequest.folds`, default 5: five more fits, cheap for the rule-based ones).
+`folds=0` holds out a seeded `val_fraction` of the goods instead, as do labelled detectors.
 
 What a detector is handed follows its `learns_from`:
 - `LABELLED`: the whole train split, goods and defects, minus a seeded held-out part stratified by defect
@@ -47,7 +52,11 @@ class TrainRequest:
     target: float = 0.05
     """The overkill (or escape) rate the threshold is set for."""
     val_fraction: float = 0.15
-    """Share held out to set the threshold (and stop labelled training) when the data has no val split."""
+    """Share held out to set the threshold (and stop labelled training) when the data has no val split and
+    the goods are not cross-fitted (labelled detectors, or `folds=0`)."""
+    folds: int = 5
+    """No val split: cross-fit a good-only detector's threshold over this many folds (PatchCore leaves each
+    image out instead, at no extra cost); 0: hold out `val_fraction` of the goods."""
     seed: int = 0
     """Seed of the held-out split (the detector's own seed is a setting)."""
     model_version: str | None = None
@@ -68,6 +77,8 @@ class TrainRequest:
             raise ConfigError(f"target {self.policy} rate must be a fraction in (0, 1), got {self.target}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"folds must be 0 (hold out val_fraction instead) or at least 2, got {self.folds}")
 
     @classmethod
     def with_options(cls, detector: str, options: Mapping[str, object], **request: object) -> TrainRequest:
@@ -85,6 +96,8 @@ class CalibrationSplit:
     fit: Dataset
     good: Dataset
     defective: Dataset
+    folds: tuple[int, ...] | None = None
+    """Cross-fitted: `good` is `fit`, and this is each good's fold; None: `good` is held out of `fit`."""
 
 
 @dataclass(frozen=True)
@@ -98,14 +111,17 @@ class TrainResult:
     """Labelled train defects per class the detector learned defect names from (empty: it names none)."""
 
 
-def calibration_split(dataset: Dataset, val_fraction: float, seed: int) -> CalibrationSplit:
-    """Which images fit the detector and which set its threshold."""
+def calibration_split(dataset: Dataset, val_fraction: float, seed: int, folds: int = 0) -> CalibrationSplit:
+    """Which images fit the detector and which set its threshold (`folds` >= 2: all goods, cross-fitted)."""
     train_good = dataset.select(split="train", defect_class=GOOD)
     if len(train_good) == 0:
         raise DataError(f"data set {dataset.name!r} has no good images in its train split")
     val = dataset.select(split="val")
     if len(val.select(label=0)) > 0:
         return CalibrationSplit(train_good, val.select(label=0), val.select(label=1))
+    if folds:
+        return CalibrationSplit(train_good, train_good, dataset.select(split="train", label=1),
+                                fold_ids(len(train_good), folds, seed))
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     n_val = max(1, round(len(train_good) * val_fraction))
@@ -118,6 +134,16 @@ def calibration_split(dataset: Dataset, val_fraction: float, seed: int) -> Calib
     good = Dataset(dataset.name, tuple(item for i, item in enumerate(items) if i in held))
     # Labelled defects in the train split are unused by a good-only fit: they may calibrate escapes.
     return CalibrationSplit(fit, good, dataset.select(split="train", label=1))
+
+
+def fold_ids(n: int, folds: int, seed: int) -> tuple[int, ...]:
+    """Each of `n` images' fold: a seeded permutation dealt round-robin into `min(folds, n)` folds of equal size."""
+    if n < 2:
+        raise DataError(f"{n} good training image is too few to cross-fit a threshold: add good images")
+    k = min(folds, n)
+    ids = np.empty(n, dtype=np.int64)
+    ids[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return tuple(int(i) for i in ids)
 
 
 def labelled_split(dataset: Dataset, val_fraction: float, seed: int) -> CalibrationSplit:
@@ -201,18 +227,25 @@ def train(
 
         detector.fit_map = ray_fit_map(ray)
     labelled = detector.learns_from is LearnsFrom.LABELLED
-    split = (labelled_split if labelled else calibration_split)(dataset, request.val_fraction, request.seed)
+    if labelled:
+        split = labelled_split(dataset, request.val_fraction, request.seed)
+    else:
+        split = calibration_split(dataset, request.val_fraction, request.seed, request.folds)
     if request.policy in ("escape", "cost") and len(split.defective) == 0:
         raise DataError(f"an {request.policy} threshold needs labelled defective images (a val split or train defects)")
     train_set = training_set(detector.learns_from, dataset, split)
     started = time.perf_counter()
-    detector.fit(train_set, progress)
-    fit_seconds = time.perf_counter() - started
+    if split.folds is not None:
+        good_scores = detector.cross_fit(train_set, split.folds, progress)
+    else:
+        detector.fit(train_set, progress)
+    fit_seconds = time.perf_counter() - started  # cross-fitted: the folds' fits too
     naming = {}
     if detector.learns_from is LearnsFrom.GOOD_AND_DEFECT_NAMES:
         naming = dict(sorted(Counter(train_set.defects().defect_classes).items()))
 
-    good_scores = heldout_scores(detector, split.good, progress, "calibrate on good")
+    if split.folds is None:
+        good_scores = heldout_scores(detector, split.good, progress, "calibrate on good")
     if request.policy == "overkill":
         calibration = calibrate_for_overkill(good_scores, request.target)
     else:
@@ -238,6 +271,8 @@ def train(
         "val_fraction": request.val_fraction,
     } | ({"naming_examples": naming} if naming else {}) | ({"station": request.station} if request.station else {}) | (
         {"cost_calibration": request.costs.to_dict()} if request.costs is not None else {})
+    if split.folds is not None:  # the fitted model cannot score its own goods again: keep what set the threshold
+        training |= {"folds": max(split.folds) + 1, "cross_fit_good_scores": [float(v) for v in good_scores]}
     digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
 
