@@ -230,16 +230,15 @@ class PatchCore(Detector[PatchCoreSettings]):
 
         Leave-one-image-out, finer than the folds asked for and cheaper than them: the bank is `fit`'s (built
         once), every good's patch grid is kept from the fitting pass, and each is searched in the bank with
-        its own rows excluded (a faiss ID selector); maps and scores are made as `score` makes them. Where
+        its own rows left out; maps and scores are made as `score` makes them. Where
         the bank holds every patch (small sets), that is exactly a refit without the image. Where the coreset
         is smaller, it was chosen with the image in the pool: the rest of the bank is the final model's, so
         its density (the bank size over all the goods) is the one new goods meet, which k-fold refits with the
         same bank size do not give (they cover fewer images as densely and score new goods too low: on the
         synthetic station of tests/unit/calibration/test_cross_fit_calibration.py a threshold for 10%
         overkill flagged 53/400 new goods with 5 refitted folds, 40/400 left out of one bank).
-        Cost beyond `fit`: one search of every good patch, by faiss (the exact default's ONNX search cannot
-        leave rows out, so a flat faiss scan, slower, does it); memory: the goods' patch grids (what `fit`'s
-        pool holds at `per_image_fraction` 1.0). Tiled, Ray (`fit_map`) and GPU fits refit per fold.
+        Cost beyond `fit`: one search of every good patch (`_LeaveOut`); memory: the goods' patch grids (what
+        `fit`'s pool holds at `per_image_fraction` 1.0). Tiled, Ray (`fit_map`) and GPU fits refit per fold.
         """
         if self.settings.tile_size is not None or self.fit_map is not None or self.extractor.runtime == "cuda":
             return super().cross_fit(train, folds, progress)
@@ -262,13 +261,13 @@ class PatchCore(Detector[PatchCoreSettings]):
         self._set_bank(pool[rows])
         del pool
         assert self._index is not None and self.memory_bank is not None
-        index = self._index if isinstance(self._index, faiss.Index) else _faiss_index(self.memory_bank, s.search)
+        leave_out = _LeaveOut(self.memory_bank, s.search, self._index)
         source = rows // choice.shape[1]  # the image each bank row came from
         score_step = progress("cross-fit: score each good without its own patches", len(images)) if progress else None
         scores = np.empty(len(images), dtype=np.float32)
         for i in range(len(images)):
             own = np.flatnonzero(source == i).astype(np.int64)
-            squared = _nearest_squared_excluding(index, grid[i], own, s.search)
+            squared = leave_out.squared(grid[i], own)
             scores[i] = self._work_map(np.sqrt(np.maximum(squared, 0.0)).reshape(h, w)).max()
             if score_step is not None:
                 score_step(1)
@@ -590,17 +589,34 @@ def _nearest_squared(index: faiss.Index | ExactSearch, rows: np.ndarray) -> np.n
     return np.asarray(index.search(np.ascontiguousarray(rows), 1)[0][:, 0])
 
 
-def _nearest_squared_excluding(index: faiss.Index, rows: np.ndarray, bank_rows: np.ndarray, search: str) -> np.ndarray:
-    """`_nearest_squared` with `bank_rows` left out (a faiss ID selector; HNSW keeps its efSearch)."""
-    batch = faiss.IDSelectorBatch(bank_rows)
-    selector = faiss.IDSelectorNot(batch)
-    if search == "exact":
-        params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]  # faiss's stubs lack the keyword
-    else:
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)  # type: ignore[attr-defined]
-    found = index.search(np.ascontiguousarray(rows), 1, params=params)[0][:, 0]
-    del batch, selector  # the C++ selectors had to outlive the search
-    return np.asarray(found)
+class _LeaveOut:
+    """Nearest bank row with some rows left out, for cross-fitting (`PatchCore.cross_fit`).
+
+    Exact search: one matrix product per image over the centred bank (as `exact_search.py` computes it),
+    the left-out columns masked; HNSW (`--fast`): the graph searched with a faiss ID selector, as it is
+    searched when scoring (faiss's flat scan with a selector drops to a scalar loop, far slower).
+    """
+
+    def __init__(self, bank: np.ndarray, search: str, index: faiss.Index | ExactSearch) -> None:
+        self.search = search
+        self.index = index
+        self.mean = bank.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.centred = np.ascontiguousarray(bank - self.mean)
+        self.norms = np.square(self.centred).sum(axis=1)
+
+    def squared(self, rows: np.ndarray, left_out: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n,) squared distance of each row to its nearest bank row outside `left_out`."""
+        if self.search != "exact" and isinstance(self.index, faiss.Index):
+            batch = faiss.IDSelectorBatch(left_out)
+            selector = faiss.IDSelectorNot(batch)
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=HNSW_EF_SEARCH)  # type: ignore[attr-defined]
+            found = self.index.search(np.ascontiguousarray(rows), 1, params=params)[0][:, 0]
+            del batch, selector  # the C++ selectors had to outlive the search
+            return np.asarray(found)
+        centred = rows - self.mean
+        distances = self.norms[None, :] - 2.0 * (centred @ self.centred.T)
+        distances[:, left_out] = np.inf
+        return np.maximum(distances.min(axis=1) + np.square(centred).sum(axis=1), 0.0)
 
 
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:
@@ -612,15 +628,10 @@ def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:
     of patches (the rest only slightly farther, so scores can only rise) at ~15x less time than the flat
     scan; see BENCHMARKS.md for the effect on AUROC.
     """
-    if search == "exact" and onnxruntime_version() is not None:
-        return ExactSearch(bank)
-    return _faiss_index(bank, search)
-
-
-def _faiss_index(bank: np.ndarray, search: str) -> faiss.Index:
-    """`_build_index` by faiss alone (its searches can leave rows out)."""
     _search_threads()
     dim = bank.shape[1]
+    if search == "exact" and onnxruntime_version() is not None:
+        return ExactSearch(bank)
     if search == "exact":
         index: faiss.Index = faiss.IndexFlatL2(dim)
     else:
