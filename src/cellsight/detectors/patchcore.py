@@ -592,9 +592,11 @@ def _nearest_squared(index: faiss.Index | ExactSearch, rows: np.ndarray) -> np.n
 class _LeaveOut:
     """Nearest bank row with some rows left out, for cross-fitting (`PatchCore.cross_fit`).
 
-    Exact search: one matrix product per image over the centred bank (as `exact_search.py` computes it),
-    the left-out columns masked; HNSW (`--fast`): the graph searched with a faiss ID selector, as it is
-    searched when scoring (faiss's flat scan with a selector drops to a scalar loop, far slower).
+    Exact search: the scoring search over the whole bank, and a small product against the left-out rows;
+    only the patches whose nearest row may be a left-out one (within float rounding) are searched again,
+    by a matrix product over the centred bank (as `exact_search.py` computes it) with the left-out columns
+    masked. HNSW (`--fast`): the graph searched with a faiss ID selector, as it is searched when scoring
+    (faiss's flat scan with a selector drops to a scalar loop, far slower).
     """
 
     def __init__(self, bank: np.ndarray, search: str, index: faiss.Index | ExactSearch) -> None:
@@ -613,10 +615,20 @@ class _LeaveOut:
             found = self.index.search(np.ascontiguousarray(rows), 1, params=params)[0][:, 0]
             del batch, selector  # the C++ selectors had to outlive the search
             return np.asarray(found)
+        nearest = _nearest_squared(self.index, rows)
         centred = rows - self.mean
-        distances = self.norms[None, :] - 2.0 * (centred @ self.centred.T)
-        distances[:, left_out] = np.inf
-        return np.maximum(distances.min(axis=1) + np.square(centred).sum(axis=1), 0.0)
+        query_norms = np.square(centred).sum(axis=1)
+        if len(left_out) == 0:
+            return nearest
+        own = self.norms[None, left_out] - 2.0 * (centred @ self.centred[left_out].T)
+        slack = 1e-4 * (query_norms + self.norms.max())  # float32 rounding of both searches, generously
+        maybe_own = np.flatnonzero(own.min(axis=1) + query_norms <= nearest + slack)
+        if len(maybe_own):
+            distances = self.norms[None, :] - 2.0 * (centred[maybe_own] @ self.centred.T)
+            distances[:, left_out] = np.inf
+            nearest = nearest.copy()
+            nearest[maybe_own] = np.maximum(distances.min(axis=1) + query_norms[maybe_own], 0.0)
+        return nearest
 
 
 def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:

@@ -11,7 +11,7 @@ import pytest
 
 from cellsight.detectors.base import Detector, LearnsFrom, TrainingSet, refit_fold_scores
 from cellsight.detectors.classical import Classical
-from cellsight.detectors.patchcore import PatchCore
+from cellsight.detectors.patchcore import PatchCore, _build_index, _LeaveOut
 from cellsight.errors import ConfigError, DataError
 from cellsight.workflows.train import TrainRequest, fold_ids
 
@@ -64,3 +64,17 @@ def test_the_generic_path_refits_per_fold_for_other_good_only_detectors() -> Non
     alone = Classical(image_size=32).fit(TrainingSet.good(rest))  # type: ignore[arg-type]
     np.testing.assert_allclose(scores[held], alone.score([goods[i] for i in held]).scores, rtol=1e-6)
     assert detector.fitted
+
+
+@pytest.mark.parametrize("search", ["exact", "hnsw"])
+def test_leave_out_search_matches_brute_force(search: str) -> None:
+    rng = np.random.default_rng(0)
+    bank = (rng.normal(size=(300, 24)) * 5 + 40).astype(np.float32)  # far from 0: float32 cancellation shows
+    queries = np.concatenate([bank[:20] + rng.normal(scale=1e-3, size=(20, 24)).astype(np.float32),
+                              rng.normal(size=(30, 24)).astype(np.float32) * 5 + 40])
+    left_out = np.arange(0, 40, dtype=np.int64)  # covers the rows the first queries sit on
+    found = _LeaveOut(bank, search, _build_index(bank, search)).squared(queries, left_out)
+    kept = np.delete(bank, left_out, axis=0).astype(np.float64)
+    truth = ((queries.astype(np.float64)[:, None, :] - kept[None]) ** 2).sum(axis=2).min(axis=1)
+    np.testing.assert_allclose(found, truth, rtol=1e-3 if search == "exact" else 0.2)
+    assert np.all(found >= truth * (1 - 1e-3))  # never nearer than the nearest row kept
