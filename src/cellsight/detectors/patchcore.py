@@ -54,6 +54,7 @@ from cellsight.detectors.ignore import Box, blank_boxes, check_boxes, paint_boxe
 from cellsight.detectors.naming import DefectNamer, pool_descriptor
 from cellsight.detectors.settings import DetectorSettings
 from cellsight.detectors.tiling import TileGrid
+from cellsight.errors import DataError
 from cellsight.features.backbones import DEFAULT_BACKBONE
 from cellsight.features.extractor import FeatureConfig, PatchFeatureExtractor, resolve_runtime
 from cellsight.features.onnx_backbone import onnxruntime_version
@@ -267,6 +268,9 @@ class PatchCore(Detector[PatchCoreSettings]):
         scores = np.empty(len(images), dtype=np.float32)
         for i in range(len(images)):
             own = np.flatnonzero(source == i).astype(np.int64)
+            if len(own) == len(rows):
+                raise DataError(f"every memory-bank row came from one image (bank_size {s.bank_size}): raise "
+                                "bank_size, or hold goods out for the threshold (folds=0)")
             squared = leave_out.squared(grid[i], own)
             scores[i] = self._work_map(np.sqrt(np.maximum(squared, 0.0)).reshape(h, w)).max()
             if score_step is not None:

@@ -78,3 +78,8 @@ def test_leave_out_search_matches_brute_force(search: str) -> None:
     truth = ((queries.astype(np.float64)[:, None, :] - kept[None]) ** 2).sum(axis=2).min(axis=1)
     np.testing.assert_allclose(found, truth, rtol=1e-3 if search == "exact" else 0.2)
     assert np.all(found >= truth * (1 - 1e-3))  # never nearer than the nearest row kept
+
+
+def test_a_bank_from_one_image_cannot_leave_it_out() -> None:
+    with pytest.raises(DataError, match="one image"):
+        PatchCore(**{**TINY, "bank_size": 1}).cross_fit(TrainingSet.good(_goods(2)), [0, 1])  # type: ignore[arg-type]
