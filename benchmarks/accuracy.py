@@ -71,6 +71,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "patchcore-exact-frac1": ("patchcore", {"search": "exact", "per_image_fraction": 1.0}),
     "patchcore-exact-layers123": ("patchcore", {"search": "exact", "per_image_fraction": 0.125, "layers": (1, 2, 3)}),
     "patchcore-exact-sigma2": ("patchcore", {"search": "exact", "per_image_fraction": 0.125, "smoothing_sigma": 2.0}),
+    **{f"bank{n}": ("patchcore", {"bank_size": n}) for n in (16384, 8192, 4096, 2048)},  # bank-size study (#17)
     "classical": ("classical", {}),
     "rules": ("rules", {}),
 }
