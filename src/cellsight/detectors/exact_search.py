@@ -1,9 +1,10 @@
 """Exact nearest-neighbour search over a fixed memory bank, as one small ONNX Runtime graph.
 
-PatchCore's default search is exact: every patch of an image against every bank row (1,024 x 16,384 x 152
-for a 256 px image and a full bank, ~5 GFLOP). That is a matrix product, and how fast it runs is the
-matrix product's speed: faiss's flat index ran it ~4x slower than ONNX Runtime's MLAS kernels on the
-2-core AVX2 machine of BENCHMARKS.md (faiss also adds a separate pass to find each row's minimum).
+PatchCore's default search is exact: every patch of an image against every bank row (1,024 x 2,048 x 152
+for a 256 px image and the default bank, ~0.6 GFLOP; ~5 GFLOP at 16,384 rows, the default before). That is
+a matrix product, and how fast it runs is the matrix product's speed: faiss's flat index ran it ~4x slower
+than ONNX Runtime's MLAS kernels on the 2-core AVX2 machine of BENCHMARKS.md (faiss also adds a separate
+pass to find each row's minimum).
 The graph:
 
     d(q, b)^2 = ||q - m||^2 + min_b ( ||b - m||^2 - 2 (q - m) . (b - m) )
