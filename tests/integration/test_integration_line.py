@@ -197,7 +197,13 @@ def test_line_report_cli_prints_yields_and_writes_html_and_json(
     assert "first" in output and "second" in output and "bad_image" in output
     assert html.is_file() and "plotly" in html.read_text()
     figures = json.loads(json_path.read_text())
-    assert figures["final"]["cells"] == 20 and figures["inspections"] == 29
+    with TraceStore.open(f"sqlite:///{tmp_path / 'trace.db'}") as store:
+        run_row = store.latest_run("test-line")
+        assert run_row is not None
+        recorded = store.inspections(run_row.id)
+    # Every cell is inspected at the first station; the second sees those the first did not reject.
+    rejected_first = sum(1 for r in recorded if r.station == "first" and not r.verdict.passes)
+    assert figures["final"]["cells"] == 20 and figures["inspections"] == len(recorded) == 40 - rejected_first
     assert figures["genealogy"]["cell_id"] == "004-good"
 
 
