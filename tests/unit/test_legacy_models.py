@@ -77,4 +77,4 @@ def test_a_setting_added_later_reads_as_the_value_older_files_were_made_with() -
     del patchcore["search"]
     assert PatchCore.Settings.from_stored(patchcore).search == "exact"
     del patchcore["bank_size"]
-    assert PatchCore.Settings.from_stored(patchcore).bank_size == 16384 and PatchCore.Settings().bank_size == 2048
+    assert PatchCore.Settings.from_stored(patchcore).bank_size == 16384 and PatchCore.Settings().bank_size == 8192

@@ -1,7 +1,7 @@
 """Exact nearest-neighbour search over a fixed memory bank, as one small ONNX Runtime graph.
 
-PatchCore's default search is exact: every patch of an image against every bank row (1,024 x 2,048 x 152
-for a 256 px image and the default bank, ~0.6 GFLOP; ~5 GFLOP at 16,384 rows, the default before). That is
+PatchCore's default search is exact: every patch of an image against every bank row (1,024 x 8,192 x 152
+for a 256 px image and the default bank, ~2.5 GFLOP; ~5 GFLOP at 16,384 rows, the default before). That is
 a matrix product, and how fast it runs is the matrix product's speed: faiss's flat index ran it ~4x slower
 than ONNX Runtime's MLAS kernels on the 2-core AVX2 machine of BENCHMARKS.md (faiss also adds a separate
 pass to find each row's minimum).

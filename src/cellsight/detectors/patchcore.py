@@ -74,7 +74,7 @@ class PatchCoreSettings(DetectorSettings):
     layers: tuple[int, ...] = (2, 3)
     image_size: int = Field(256, ge=16)
     channels: Literal[1, 3] = 3
-    bank_size: int = Field(2048, ge=1)  # 16384 until the val bank-size study (#17)
+    bank_size: int = Field(8192, ge=1)  # 16384 until the val bank-size study (#17)
     per_image_fraction: float = Field(1.0, gt=0.0, le=1.0)
     projection_dim: int = 64
     smoothing_sigma: float = Field(4.0, gt=0.0)
@@ -85,7 +85,7 @@ class PatchCoreSettings(DetectorSettings):
     tile_size: int | None = Field(None, ge=16)
     tile_overlap: int = Field(32, ge=0)
     ignore_boxes: tuple[Box, ...] = ()
-    # Files from before the HNSW search / before the 2048-row default bank.
+    # Files from before the HNSW search / before the 8192-row default bank.
     older_defaults: ClassVar[dict[str, JsonValue]] = {"search": "exact", "bank_size": 16384}
 
     @field_validator("ignore_boxes")
