@@ -18,7 +18,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "cellsight", *args], capture_output=True, text=True, env=env)
 
 
-@pytest.mark.parametrize("fine_tune", ["top", "full"])
+# end-to-end fine-tuning (`full`) trains and round-trips in tests/unit/detectors/test_detectors_supervised.py
+@pytest.mark.parametrize("fine_tune", ["top", pytest.param("full", marks=pytest.mark.slow)])
 def test_train_supervised_then_eval(tiny_labelled: Path, tmp_path: Path, fine_tune: str) -> None:
     """Both ways of training (frozen-prefix cache, end-to-end) through the real CLI."""
     model = tmp_path / "station.safetensors"
@@ -54,6 +55,7 @@ def test_supervised_refuses_good_only_data(tiny_mvtec: Path, tmp_path: Path) -> 
     assert "defective" in result.stderr + result.stdout
 
 
+@pytest.mark.slow  # the ensemble's training and file round trip: tests/unit/detectors/test_detectors_supervised.py
 def test_train_an_ensemble_then_predict(tiny_labelled: Path, tmp_path: Path) -> None:
     model = tmp_path / "ensemble.safetensors"
     supervised = json.dumps({"image_size": 64, "views": 1, "max_epochs": 2, "batch_size": 16, "lr": 0.003})

@@ -100,14 +100,16 @@ def train(
 ) -> None:
     """Fit a detector (good images, or labelled ones for supervised/hybrid), set its threshold, write the model."""
     from cellsight.data.sources import load_dataset
+
+    if fast and detector != "patchcore":
+        raise ConfigError(f"--fast is PatchCore's preset; {detector} has none")
+    dataset = load_dataset(data)  # a wrong path fails here, before torch is imported
     from cellsight.detectors.base import LearnsFrom
     from cellsight.workflows.train import TrainRequest
     from cellsight.workflows.train import train as run_train
 
     options = _parse_options(option or [])
     if fast:
-        if detector != "patchcore":
-            raise ConfigError(f"--fast is PatchCore's preset; {detector} has none")
         from cellsight.detectors.patchcore import FAST_PRESET
 
         options = {**FAST_PRESET, **options}
@@ -124,7 +126,6 @@ def train(
         val_fraction=val_fraction, folds=folds, seed=seed, model_version=model_version, station=station,
         costs=terms,
     )
-    dataset = load_dataset(data)
     console.print(f"training [bold]{detector}[/] on {dataset.name}: {len(dataset)} images")
     with progress_bars() as bars:
         result = run_train(dataset, out, request, bars, ray=(ray_address or "") if ray else None)
