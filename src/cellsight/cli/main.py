@@ -165,11 +165,11 @@ def calibrate(
     out: Annotated[Path | None, typer.Option(help="Write the model with the least-cost threshold here.")] = None,
 ) -> None:
     """Choose the threshold with the least expected cost on held-out scores, beside the model's own target."""
+    terms = _cost_terms(costs, station, defect_rate)  # a cost file's mistakes fail before torch is imported
     from cellsight.data.sources import load_dataset
     from cellsight.modelfile import load_model
     from cellsight.workflows.calibrate import calibrate_costs, save_recalibrated
 
-    terms = _cost_terms(costs, station, defect_rate)
     loaded = load_model(model)
     dataset = load_dataset(data)
     with progress_bars() as bars:
