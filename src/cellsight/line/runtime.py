@@ -9,6 +9,7 @@ skips the stations that cell already passed.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -30,6 +31,8 @@ from cellsight.metrics.overlay import overlay_heatmap
 from cellsight.storage.records import CellRecord, Disposition, InspectionRecord, Reason, TruthSource
 from cellsight.storage.store import TraceStore
 from cellsight.types import Verdict
+
+log = logging.getLogger("cellsight.line")
 
 
 @dataclass
@@ -87,6 +90,8 @@ class LineRuntime:
                          open_source(s.source))
                 for i, s in enumerate(config.stations)
             ]
+            for station in self.stations:
+                _warm_up(station.inspector)
         except BaseException:
             self.close()
             raise
@@ -315,3 +320,13 @@ def _write_atomic(path: Path, data: bytes) -> Path:
     os.replace(partial, path)
     return path
 
+
+def _warm_up(inspector: StationInspector) -> None:
+    """Build what the model makes lazily (sessions, graphs, replicas) before the first cell arrives, so the
+    first cells are not seconds late and the line does not start behind its takt. A model that cannot
+    score here is left to fail on the cells, where each failure is recorded as ERROR."""
+    try:
+        inspector.warm_up()
+    except Exception as exc:  # recorded per cell by the inspection itself
+        log.warning("station %s: warm-up failed (%s: %s); its cells will show the error", inspector.name,
+                    type(exc).__name__, exc)
