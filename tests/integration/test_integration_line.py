@@ -15,17 +15,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from cellsight.data.sources import load_dataset
+from cellsight.inference.seam import LocalModel
 from cellsight.line.config import load_line_config
 from cellsight.line.runtime import LineRuntime
 from cellsight.storage.records import Disposition, Reason
 from cellsight.storage.store import TraceStore
-from cellsight.types import Verdict
+from cellsight.types import Prediction, Verdict
 from cellsight.workflows.train import TrainRequest, train
 
 pytestmark = pytest.mark.integration
@@ -246,3 +249,23 @@ def test_a_pipelined_run_resumes_where_it_stopped(tmp_path: Path, station_model:
         second = runtime.run()
         assert (second.run_id, second.resumed_from, second.progress.cells) == (first.run_id, 7, 13)
         assert [c.sequence for c in store.cells(first.run_id)] == list(range(20))
+
+
+def test_every_station_model_is_warmed_up_before_the_first_cell(
+    tmp_path: Path, station_model: Path, station_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold model makes the first cell seconds late: the runtime scores one blank image per station first."""
+    scored: list[int] = []
+    predict = LocalModel.predict
+
+    def counted(self: LocalModel, images: Sequence[np.ndarray]) -> list[Prediction]:
+        scored.append(len(images))
+        return predict(self, images)
+
+    monkeypatch.setattr(LocalModel, "predict", counted)
+    runtime, store = _runtime(_config(tmp_path, station_model, station_images, f"sqlite:///{tmp_path / 't.db'}"))
+    with store:
+        assert scored == [1, 1] and store.latest_run("test-line") is None  # before any run or cell
+        runtime.run(cells=2)
+        runtime.close()
+    assert len(scored) > 2
