@@ -214,6 +214,7 @@ class Detector(ABC, Generic[SettingsT]):
         """
         self.fit(train, progress)
         return refit_fold_scores(self, train.good_images, folds, progress)
+
     def check_fitted(self) -> None:
         if not self.fitted:
             raise NotFittedError(f"{self.name} is not fitted: fit it (or load a model file) before scoring")
