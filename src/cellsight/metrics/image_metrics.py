@@ -1,4 +1,5 @@
-"""Image-level ranking metrics, thin wrappers over scikit-learn.
+"""Image-level ranking metrics, thin wrappers over scikit-learn (imported in the functions: it takes ~2 s to
+load, and predict, line and serve never compute a metric).
 
 The wrappers add what a production evaluation needs: a single-class test set gives NaN (it cannot be
 ranked) instead of an exception, and failed images (NaN score) rank as most anomalous.
@@ -9,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from cellsight.metrics._common import check_labels, failed_as_worst, one_class
 
@@ -24,12 +24,16 @@ def _prepare(
 def image_auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve of image scores; NaN when only one class is present."""
     y, s = _prepare(labels, scores)
+    from sklearn.metrics import roc_auc_score
+
     return float("nan") if one_class(y) else float(roc_auc_score(y, s))
 
 
 def average_precision(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Average precision with defective as the positive class; NaN when only one class is present."""
     y, s = _prepare(labels, scores)
+    from sklearn.metrics import average_precision_score
+
     return float("nan") if one_class(y) else float(average_precision_score(y, s))
 
 
@@ -41,6 +45,8 @@ def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
     y, s = _prepare(labels, scores)
     if one_class(y):
         return float("nan"), float("nan")
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, thresholds = precision_recall_curve(y, s)
     precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
     denom = precision + recall

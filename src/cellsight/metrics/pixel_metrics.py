@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def _aligned(
@@ -58,6 +57,8 @@ def pixel_auroc(masks: Sequence[np.ndarray | None], maps: Sequence[np.ndarray]) 
     truth = np.concatenate([m.ravel() for m, _ in pairs])
     if truth.all() or not truth.any():
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # loaded only where a metric is computed (~2 s)
+
     return float(roc_auc_score(truth, np.concatenate([v.ravel() for _, v in pairs])))
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from sklearn.metrics import roc_curve
 
 from cellsight.i18n import Localizer, localizer
 from cellsight.metrics._common import failed_as_worst, jsonable, one_class
@@ -103,6 +102,8 @@ def _roc_figure(report: EvaluationReport, loc: Localizer) -> str:
     if one_class(labels):
         return "<div><p class='note'>" + _e(_("ROC curve needs both good and defective images.")) + "</p></div>"
     ranking = report.raw_scores if report.raw_scores is not None else report.scores
+    from sklearn.metrics import roc_curve  # loaded only where a report is drawn (~2 s)
+
     fpr, tpr, _thresholds = roc_curve(labels, failed_as_worst(ranking))
     op = report.operating_point
     fig = go.Figure()
