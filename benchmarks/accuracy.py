@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _prepare import DATA
-from _record import RESULTS, ROOT, header, save_json, write_section
+from _record import RESULTS, ROOT, header, load_average, save_json, write_section
 from cellsight.data import LazyImages, load_mvtec
 from cellsight.data.dataset import GOOD, Dataset
 from cellsight.data.elpv import load_elpv
@@ -290,16 +290,23 @@ def main() -> None:
                         help="anomalib's fit budget: it fits on as many fit images as it can in this time")
     parser.add_argument("--no-pixel", action="store_true", help="skip maps and pixel metrics")
     parser.add_argument("--write", action="store_true", help="record the table in BENCHMARKS.md (test split)")
+    parser.add_argument("--notes", type=Path,
+                        help="with --write: a file of bullets for the section (budgets, what makes a number weak)")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: the table from the per-set results already saved (sets run one by one)")
     args = parser.parse_args()
     if args.write and args.split != "test":
         raise SystemExit("--write records test-split tables only")
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    runs: dict[str, dict[str, str]] = {}
     for set_name in args.sets.split(","):
         if args.table_only:
             results[set_name] = json.loads((RESULTS / f"accuracy_{args.split}_{set_name}.json").read_text())
+            run_file = RESULTS / f"accuracy_{args.split}_{set_name}_run.json"
+            if run_file.exists():
+                runs[set_name] = json.loads(run_file.read_text())
             continue
+        started = {"start": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_at_start": load_average()}
         bench = load_set(set_name, args.split, args.max_fit, args.max_eval)
         masks = None if args.no_pixel else masks_of(bench)
         methods = [c for c in args.configs.split(",") if c] + (["anomalib PatchCore"] if args.anomalib else [])
@@ -316,6 +323,10 @@ def main() -> None:
             print(f"{set_name} {method}: image AUROC {row['image_auroc']:.3f}{pix} "
                   f"fit {row['fit_seconds']:.0f}s {row['images_per_s']:.1f} img/s", flush=True)
         save_json(f"accuracy_{args.split}_{set_name}", results[set_name])
+        command = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
+        save_json(f"accuracy_{args.split}_{set_name}_run", started | {
+            "end": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_at_end": load_average(),
+            "command": command})
     print(table(results))
     if args.write:
         body = header("Accuracy on real sets") + (
@@ -328,7 +339,10 @@ def main() -> None:
             "defective = the tested images, masks = the defect boxes (`benchmarks/prepare_deeppcb.py`)\n"
             "- anomalib PatchCore fits on as many fit images as its coreset finishes in the budget (its `fit images` "
             "column); cellsight `default` is `cellsight train` with no options, `fast` is `--fast`, `rules` the "
-            "rule-based baseline (`--detector rules`)\n\n"
+            "rule-based baseline (`--detector rules`)\n"
+            + "".join(f"- {name}: `{r['command']}`, {r['start']} to {r['end']}, load average {r['load_at_start']} "
+                      f"at start, {r['load_at_end']} at the end\n" for name, r in runs.items())
+            + (args.notes.read_text().rstrip() + "\n" if args.notes else "") + "\n"
             + table(results) + "\n"
         )
         write_section("accuracy", body)
