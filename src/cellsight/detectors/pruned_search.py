@@ -28,6 +28,7 @@ on as many threads, numpy's BLAS held at one thread meanwhile (its own threads c
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -216,8 +217,13 @@ class PrunedSearch:
         return out
 
 
-@cache
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """The search's threads, per process: a pool inherited through fork has no threads and would hang."""
+    return _process_pool(workers, os.getpid())
+
+
+@cache
+def _process_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cellsight-search")
 
 

@@ -155,3 +155,17 @@ def test_patchcore_scores_with_the_pruned_search_match_the_full_scan() -> None:
     assert pruned.maps is not None and full.maps is not None
     for a, b in zip(pruned.maps, full.maps, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_forked_child_searches_with_its_own_threads() -> None:
+    """A process forked after a search (multiprocessing's default on Linux) must not wait on its parent's pool."""
+    import multiprocessing
+
+    rng = np.random.default_rng(8)
+    bank = _clustered(rng, 2048)
+    search = ExactSearch(bank, prune=SMALL)
+    expected = search.squared(bank[:64])
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(search.squared, (bank[:64],)).get(timeout=60)
+    assert np.array_equal(got, expected)
