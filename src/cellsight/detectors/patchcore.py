@@ -641,7 +641,7 @@ def _build_index(bank: np.ndarray, search: str) -> faiss.Index | ExactSearch:
 
     "exact" (default) returns the nearest row exactly: on ONNX Runtime (`exact_search.py`, ~4x faster than
     faiss's flat index on a 2-core AVX2 CPU), on banks of >= 2,048 rows pruned with a certificate
-    (`pruned_search.py`: ~1.7x less time than the full scan at 8,192 rows, same distances within float32
+    (`pruned_search.py`: 1.2-1.6x less time than the full scan at 8,192 rows, same distances within float32
     rounding); faiss's flat index where onnxruntime is missing.
     "hnsw" (`--fast`) is a graph index: measured on ELPV features it returns the exact neighbour for ~99%
     of patches (the rest only slightly farther, so scores can only rise) at ~15x less time than the flat
