@@ -1,7 +1,7 @@
 """GPU throughput of the default detector (PatchCore, lite0, 256x256) and its CPU-vs-GPU agreement:
 one prepared script for a lent GPU.
 
-Fits on ELPV good cells with the CPU path's settings (`--n-fit 300` fills the 16,384-row bank), then:
+Fits on ELPV good cells with the CPU path's settings (`--n-fit 300` fills the default 8,192-row bank), then:
 1. agreement: the ELPV test split scored by the GPU path (runtime "cuda": uint8 pixels shrunk on the
    device, half-precision backbone, half-precision search shortlist rescored in float32, maps by matrix
    products) and by the CPU path (ONNX Runtime with the model's HNSW search, and an exact flat search),

@@ -27,7 +27,7 @@ def trained(tiny_mvtec: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "--image-size", "96", "--option", "bank_size=1024")
     assert result.returncode == 0, result.stderr
     said = " ".join(result.stderr.split())
-    assert "fitted on 40 good images" in said and "cross-fitted (5 folds) images" in said
+    assert "fitted on 40 good images" in said and "cross-fitted (leave-one-image-out) images" in said
     return model
 
 
@@ -35,10 +35,16 @@ def test_train_cross_fits_on_every_good_or_holds_some_out_with_folds_0(tiny_mvte
     args = ("train", "--detector", "classical", "--data", tiny_mvtec, "--image-size", "48")
     crossed = cli(*args, "--out", tmp_path / "crossed.safetensors", "--folds", "4")
     assert crossed.returncode == 0, crossed.stderr
-    assert "fitted on 40 good images" in " ".join(crossed.stderr.split())
+    said = " ".join(crossed.stderr.split())
+    assert "fitted on 40 good images" in said and "cross-fitted (4 folds) images" in said
     training = json.loads(cli("info", tmp_path / "crossed.safetensors").stdout)["training"]
     assert training["folds"] == 4 and training["n_fit_images"] == training["n_calibration_good"] == 40
-    assert len(training["cross_fit_good_scores"]) == 40
+    assert training["cross_fit"] == "4 folds"
+    summary = training["cross_fit_good_scores"]  # info summarises them; --all-scores lists each
+    assert summary["count"] == 40 and summary["min"] <= summary["median"] <= summary["max"]
+    every = json.loads(cli("info", "--all-scores", tmp_path / "crossed.safetensors").stdout)["training"]
+    scores = every["cross_fit_good_scores"]
+    assert len(scores) == 40 and (min(scores), max(scores)) == (summary["min"], summary["max"])
 
     held = cli(*args, "--out", tmp_path / "held.safetensors", "--folds", "0", "--val-fraction", "0.25")
     assert held.returncode == 0, held.stderr

@@ -132,7 +132,8 @@ def train(
     cal = result.calibration
     what = "images (good and defective)" if result.detector.learns_from is LearnsFrom.LABELLED else "good images"
     goal = "the least expected cost" if cal.policy == "cost" else f"{cal.policy} {cal.target:.1%}"
-    held = f"cross-fitted ({max(result.split.folds) + 1} folds)" if result.split.folds else "held-out"
+    crossed = result.split.folds
+    held = f"cross-fitted ({result.detector.cross_fit_method(crossed)})" if crossed else "held-out"
     console.print(
         f"fitted on {len(result.split.fit)} {what} in {result.fit_seconds:.1f} s; threshold set for "
         f"{goal} on {cal.n_good} good / {cal.n_defective} defective {held} images"
@@ -312,13 +313,31 @@ def export(
 
 @app.command()
 @user_errors
-def info(model: Annotated[Path, typer.Argument(help="Model file.")]) -> None:
+def info(
+    model: Annotated[Path, typer.Argument(help="Model file.")],
+    all_scores: Annotated[
+        bool, typer.Option("--all-scores", help="List every cross-fitted good score instead of their summary.")
+    ] = False,
+) -> None:
     """Show what a model file holds: detector, version, threshold, training set, versions."""
     from cellsight.modelfile import load_model
 
     loaded = load_model(model)
+    metadata = dict(loaded.metadata)
+    training = metadata.get("training")
+    if not all_scores and isinstance(training, dict) and isinstance(training.get("cross_fit_good_scores"), list):
+        metadata["training"] = {**training, "cross_fit_good_scores": _summary(training["cross_fit_good_scores"])}
     # the JSON is the command's output, on stdout, so `cellsight info model | jq` works (messages go to stderr)
-    typer.echo(json.dumps({"content_sha256": loaded.content_hash, **loaded.metadata}, indent=2))
+    typer.echo(json.dumps({"content_sha256": loaded.content_hash, **metadata}, indent=2))
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    """Count, min, median and max: one good's score per line made `info` hundreds of lines long."""
+    import statistics
+
+    if not values:
+        return {"count": 0}
+    return {"count": len(values), "min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
 @app.command()

@@ -215,6 +215,10 @@ class Detector(ABC, Generic[SettingsT]):
         self.fit(train, progress)
         return refit_fold_scores(self, train.good_images, folds, progress)
 
+    def cross_fit_method(self, folds: Sequence[int]) -> str:
+        """How `cross_fit` scores the goods with these folds, in words for the user and the model file."""
+        return f"{len(set(folds))} folds"
+
     def check_fitted(self) -> None:
         if not self.fitted:
             raise NotFittedError(f"{self.name} is not fitted: fit it (or load a model file) before scoring")

@@ -242,7 +242,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         Cost beyond `fit`: one search of every good patch (`_LeaveOut`); memory: the goods' patch grids (what
         `fit`'s pool holds at `per_image_fraction` 1.0). Tiled, Ray (`fit_map`) and GPU fits refit per fold.
         """
-        if self.settings.tile_size is not None or self.fit_map is not None or self.extractor.runtime == "cuda":
+        if not self._leaves_images_out():
             return super().cross_fit(train, folds, progress)
         s = self.settings
         images = require_images(train, self.name, 2)
@@ -278,6 +278,13 @@ class PatchCore(Detector[PatchCoreSettings]):
                 score_step(1)
         self._fit_names(train, progress)
         return scores
+
+    def _leaves_images_out(self) -> bool:
+        """Whether `cross_fit` leaves each image out of one bank (else it refits per fold, see there)."""
+        return self.settings.tile_size is None and self.fit_map is None and self.extractor.runtime != "cuda"
+
+    def cross_fit_method(self, folds: Sequence[int]) -> str:
+        return "leave-one-image-out" if self._leaves_images_out() else super().cross_fit_method(folds)
 
     def _global_coreset(self, pool: np.ndarray, size: int) -> np.ndarray:
         """Rows of `pool` (the kept patches, in image order) that make a memory bank of `size` rows."""

@@ -272,7 +272,8 @@ def train(
     } | ({"naming_examples": naming} if naming else {}) | ({"station": request.station} if request.station else {}) | (
         {"cost_calibration": request.costs.to_dict()} if request.costs is not None else {})
     if split.folds is not None:  # the fitted model cannot score its own goods again: keep what set the threshold
-        training |= {"folds": max(split.folds) + 1, "cross_fit_good_scores": [float(v) for v in good_scores]}
+        training |= {"folds": max(split.folds) + 1, "cross_fit": detector.cross_fit_method(split.folds),
+                     "cross_fit_good_scores": [float(v) for v in good_scores]}
     digest = save_model(out, detector, training=training, model_version=request.model_version)
     return TrainResult(detector, digest, fit_seconds, calibration, split, naming)
 

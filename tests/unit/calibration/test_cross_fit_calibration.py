@@ -40,3 +40,4 @@ def test_cross_fitted_threshold_meets_its_overkill_on_new_goods(tmp_path: Path) 
 
     training = load_model(tmp_path / "m.safetensors").metadata["training"]
     assert training["folds"] == 5 and len(training["cross_fit_good_scores"]) == N_GOOD
+    assert training["cross_fit"] == "leave-one-image-out"  # PatchCore used no folds: each good left out of the bank

@@ -51,6 +51,10 @@ def test_patchcore_leaves_each_good_out_of_fits_bank() -> None:
     graph = PatchCore(**{**TINY, "search": "hnsw"})  # type: ignore[arg-type]
     graph_scores = graph.cross_fit(TrainingSet.good(goods), fold_ids(len(goods), 3, seed=0))
     assert np.all(graph_scores >= scores - 1e-4)
+    # what `cellsight train` prints and the model file records: no folds were used, each image was left out
+    assert crossed.cross_fit_method(fold_ids(len(goods), 3, seed=0)) == "leave-one-image-out"
+    tiled = PatchCore(**{**TINY, "tile_size": 32, "tile_overlap": 8})  # type: ignore[arg-type]
+    assert tiled.cross_fit_method(fold_ids(len(goods), 3, seed=0)) == "3 folds"  # tiled fits refit per fold
 
 
 def test_the_generic_path_refits_per_fold_for_other_good_only_detectors() -> None:
@@ -63,7 +67,7 @@ def test_the_generic_path_refits_per_fold_for_other_good_only_detectors() -> Non
     rest = [g for i, g in enumerate(goods) if folds[i] != 2]
     alone = Classical(image_size=32).fit(TrainingSet.good(rest))  # type: ignore[arg-type]
     np.testing.assert_allclose(scores[held], alone.score([goods[i] for i in held]).scores, rtol=1e-6)
-    assert detector.fitted
+    assert detector.fitted and detector.cross_fit_method(folds) == "4 folds"
 
 
 @pytest.mark.parametrize("search", ["exact", "hnsw"])
