@@ -6,6 +6,10 @@ says where the minutes go (venv, pip, synthetic data, each training, the line ru
 own summary (cells/min, cells late for the takt) is copied from its output.
 
     .venv/bin/python benchmarks/demo_time.py [--no-write]   (the venv only names torch and the GPU in the header)
+
+On a shared machine the two halves can run apart (each under the heavy-job lock): `--install-only` times only
+the venv and pip (`make .venv/.installed`), `--venv PATH` reuses an installed venv (its cellsight runs from the
+clone's src/) and times the rest; both print their table and write nothing.
 """
 
 from __future__ import annotations
@@ -69,24 +73,40 @@ def phases(trace: str, end: float) -> list[tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
+    half = parser.add_mutually_exclusive_group()
+    half.add_argument("--install-only", action="store_true", help="time only the venv and pip install")
+    half.add_argument("--venv", type=Path, help="reuse this installed venv: time what follows the install")
     args = parser.parse_args()
     title = header("make demo from a clean clone")
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="cellsight-demo-") as folder:
         clone = Path(folder) / "cellsight"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        if args.venv is not None:
+            (clone / ".venv").symlink_to(args.venv.resolve())
+            env["PYTHONPATH"] = str(clone / "src")  # the venv's editable install points elsewhere
         shell, trace = Path(folder) / "trace-shell", Path(folder) / "trace.log"
         shell.write_text(TRACING_SHELL)
         shell.chmod(0o755)
+        target = ".venv/.installed" if args.install_only else "demo"
+        # with --venv: the stamp counts as made (-o), so make does not touch the shared venv
+        keep = ["-o", ".venv/.installed"] if args.venv is not None else []
         start = time.perf_counter()
-        done = subprocess.run(["make", "demo", f"SHELL={shell}"], cwd=clone, capture_output=True, text=True,
-                              env={**os.environ, "DEMO_TRACE": str(trace)})
+        done = subprocess.run(["make", target, *keep, f"SHELL={shell}"], cwd=clone, capture_output=True, text=True,
+                              env={**env, "DEMO_TRACE": str(trace)})
         seconds = time.perf_counter() - start
         steps = phases(trace.read_text() if trace.exists() else "", time.time())
     if done.returncode != 0:
-        sys.exit(f"make demo failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        sys.exit(f"make {target} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    if args.install_only or args.venv is not None:
+        print(title + "\n".join(f"| {name} | {s:.0f} |" for name, s in steps) + f"\n| total | {seconds:.0f} |")
+        print("\n".join(line for line in (done.stdout + done.stderr).splitlines()
+                        if "cells/min" in line or "late" in line or "│" in line)[-2000:])
+        print(f"load average at the end: {load_average()}")
+        return
     output = done.stdout + "\n" + done.stderr
     summary = [line for line in output.splitlines() if "Rolled throughput yield" in line or "Final yield" in line]
-    line_row = _line_summary(output)
+    line_row = line_summary(output)
     config = yaml.safe_load((ROOT / "configs" / "demo-line.yaml").read_text())
     takt = config["takt_per_minute"]
     mode = "pipelined" if config.get("pipelined") else "sequential"
@@ -106,7 +126,7 @@ def main() -> None:
     print(f"load average at the end: {load_average()}")
 
 
-def _line_summary(output: str) -> str:
+def line_summary(output: str) -> str:
     """The line run's table row (cells, OK, NG, review, yield, cells/min, late for takt), as words."""
     for line in output.splitlines():
         cells = [c.strip() for c in re.split(r"[│|┃]", line) if c.strip()]

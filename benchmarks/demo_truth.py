@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _record import ROOT, header, write_section
-from cellsight.line.config import load_line_config
+from cellsight.line.config import LineConfig, load_line_config
 from cellsight.line.truth import TruthRates
 from cellsight.line.truth_report import TruthCosts, naming_sentence, run_truth_costs
 from cellsight.metrics.operating_point import RateWithInterval
 from cellsight.storage.store import TraceStore
+from demo_time import line_summary
 
 CONFIG = ROOT / "configs" / "demo-line.yaml"
 DEMO = ROOT / "runs" / "demo"
@@ -37,18 +38,20 @@ def makefile_line(name: str) -> str:
     raise SystemExit(f"Makefile has no {name}")
 
 
-def cellsight(*args: str) -> None:
+def cellsight(*args: str) -> str:
+    """Run a cellsight command as `make demo` does; its output (stdout and stderr)."""
     done = subprocess.run([sys.executable, "-m", "cellsight", *args], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"cellsight {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout + "\n" + done.stderr
 
 
 def build(reuse: bool) -> None:
     stations = makefile_line("DEMO_STATIONS").split()
     if reuse and all((DEMO / "models" / f"{s}.safetensors").is_file() for s in stations):
         return
-    cellsight("synth", "--station", "all", "--n", "300", "--n-test-good", "20", "--n-test-per-defect", "4",
-              "--n-train-per-defect", "10", "--out", str(DEMO / "synth"), "--overwrite")
+    cellsight("synth", "--station", "all", *shlex.split(makefile_line("DEMO_SYNTH")), "--out", str(DEMO / "synth"),
+              "--overwrite")
     for station in stations:
         cellsight("train", *shlex.split(makefile_line("DEMO_TRAIN")), "--data", str(DEMO / "synth" / station),
                   "--out", str(DEMO / "models" / f"{station}.safetensors"))
@@ -66,12 +69,15 @@ def _row(r: TruthRates) -> str:
             f"{_rate(r.good_to_review)} | {' / '.join(map(str, c.good))} | {' / '.join(map(str, c.defective))} |")
 
 
-def body(report: TruthCosts, seconds: float) -> str:
+def body(report: TruthCosts, seconds: float, config: LineConfig, ran: str) -> str:
     s = report.sampled
+    mode = "pipelined" if config.pipelined else "sequential"
     lines = [
-        f"\n1,000 cells through `configs/demo-line.yaml` (takt 300/min, reject at once, review band 0.47-0.5, "
-        f"synthetic defect rates 2.5 / 2 / 1.5%, bad images and smudged codes 0.2% each per station); line run "
-        f"{seconds / 60:.1f} min. Truth: the class the synthetic source rendered, stored with every inspection.\n",
+        f"\n1,000 cells through `configs/demo-line.yaml` (takt {config.takt_per_minute:g}/min, {mode}, reject at "
+        f"once, review band 0.47-0.5, synthetic defect rates 2.5 / 2 / 1.5%, bad images and smudged codes 0.2% "
+        f"each per station; models trained as `make demo` trains them: `{makefile_line('DEMO_SYNTH')}`); line run "
+        f"{seconds / 60:.1f} min{ran}. Truth: the class the synthetic source rendered, stored with every "
+        "inspection.\n",
         "| scope | with truth | escape (defective passed) | overkill (good NG) | good sent to review "
         "| good: OK / NG / REVIEW | defective: OK / NG / REVIEW |",
         "|---|---|---|---|---|---|---|",
@@ -112,13 +118,14 @@ def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         (DEMO / f"trace.db{suffix}").unlink(missing_ok=True)
     start = time.perf_counter()
-    cellsight("line", "run", "--config", str(CONFIG))
+    output = cellsight("line", "run", "--config", str(CONFIG))
     seconds = time.perf_counter() - start
     with TraceStore.open(config.database) as store:
         run = store.latest_run(config.line)
         assert run is not None
         report = run_truth_costs(store, config, run.id)
-    text = title + body(report, seconds)
+    summary = line_summary(output)
+    text = title + body(report, seconds, config, f" ({summary})" if summary else "")
     write_section("demo-truth", text)
     print(text)
 

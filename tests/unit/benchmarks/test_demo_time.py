@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-from demo_time import TRACING_SHELL, _line_summary, phases
+from demo_time import TRACING_SHELL, line_summary, phases
 
 # the demo's recipe shapes: one command per line, and a loop that trains each station
 MAKEFILE = """demo:
@@ -35,8 +35,8 @@ def test_make_recipes_are_timed_phase_by_phase(tmp_path: Path) -> None:
                           env={**os.environ, "DEMO_TRACE": str(trace)})
     assert done.returncode == 0, done.stderr
     spent = dict(phases(trace.read_text(), time.time()))
-    assert list(spent) == ["pip: install cellsight (torch, ray, ...)", "synthesise 3 stations", "train electrode", "train weld",
-                           "line run (1,000 cells)"]
+    assert list(spent) == ["pip: install cellsight (torch, ray, ...)", "synthesise 3 stations", "train electrode",
+                           "train weld", "line run (1,000 cells)"]
     assert spent["pip: install cellsight (torch, ray, ...)"] >= 0.3 and spent["train electrode"] >= 0.2
     assert spent["line run (1,000 cells)"] >= 0.4
 
@@ -44,4 +44,4 @@ def test_make_recipes_are_timed_phase_by_phase(tmp_path: Path) -> None:
 def test_the_line_runs_summary_row_is_read_from_its_table() -> None:
     table = ("┃ cells ┃    OK ┃  NG ┃ review ┃ yield ┃ cells/min ┃ late for takt ┃\n"
              "│ 1,000 │   860 │ 103 │     37 │ 86.0% │       301 │             0 │")
-    assert _line_summary(table) == "1,000 cells, 301 cells/min, 0 late for the takt"
+    assert line_summary(table) == "1,000 cells, 301 cells/min, 0 late for the takt"
