@@ -57,6 +57,7 @@ warnings.filterwarnings("ignore", message=r".*is an instance of `nn\.Module`.*")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_MODULE_FILE = REPO_ROOT / "src" / "cellsight" / "features" / "weights.py"
+ERRORS_MODULE_FILE = REPO_ROOT / "src" / "cellsight" / "errors.py"
 MODELS = ("padim", "patchcore")
 LATENCY_SAMPLE = 50
 LATENCY_WARMUP = 3
@@ -116,6 +117,13 @@ def load_cellsight_weights_module() -> types.ModuleType:
     name = "cellsight_features_weights"
     if name in sys.modules:
         return sys.modules[name]
+    # weights.py imports `cellsight.errors` (no imports of its own): loaded from its file too, so that the
+    # `cellsight` package (whose __init__ sets OpenMP's wait policy) stays out of anomalib's process.
+    errors = importlib.util.spec_from_file_location("cellsight.errors", ERRORS_MODULE_FILE)
+    if errors is None or errors.loader is None:
+        raise SystemExit(f"cannot load {ERRORS_MODULE_FILE}")
+    sys.modules["cellsight.errors"] = importlib.util.module_from_spec(errors)
+    errors.loader.exec_module(sys.modules["cellsight.errors"])
     spec = importlib.util.spec_from_file_location(name, WEIGHTS_MODULE_FILE)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {WEIGHTS_MODULE_FILE}")
