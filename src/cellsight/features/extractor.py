@@ -220,13 +220,23 @@ class PatchFeatureExtractor:
         rgb = self.config.channels == 3
 
         def one(image: np.ndarray) -> np.ndarray:
-            gray = image.ndim == 2 or image.shape[2] == 1
-            work = to_float01(to_gray(image) if gray or not rgb else image)
-            if work.shape[:2] != (size, size):
-                work = cv2.resize(work, (size, size), interpolation=cv2.INTER_AREA)
-            return to_rgb(work) if rgb and gray else work
+            work = self.resized(image, size, size)
+            return to_rgb(work) if rgb and work.ndim == 2 else work
 
         return np.stack(map_images(one, images, self.workers)).astype(np.float32, copy=False)
+
+    def resized(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
+        """One image converted as `prepare` converts it ([0, 1] float32; gray where the image or the model is)
+        and resized by INTER_AREA to (height, width); gray stays HxW (`prepare` widens it).
+
+        PatchCore's aspect-keeping mode resizes through this before cutting tiles, so its tiles, already at the
+        working size, reach the backbone as the same pixels a whole square image would.
+        """
+        gray = image.ndim == 2 or image.shape[2] == 1
+        work = to_float01(to_gray(image) if gray or self.config.channels == 1 else image)
+        if work.shape[:2] != (height, width):
+            work = cv2.resize(work, (width, height), interpolation=cv2.INTER_AREA)
+        return work
 
     def prepare_on_device(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """`prepare` on `self.device`: the pixels travel as they are (uint8: a quarter of float32) and are
