@@ -29,8 +29,11 @@ def test_old_model_file_loads_and_scores_as_before(detector: str) -> None:
     assert loaded.content_hash == expected["content_sha256"]  # the file is untouched: hash checked on load
     images = [read_image(FIXTURES / "images" / name) for name in expected["images"]]
     predictions, raw = predict_scored(loaded.detector, images, MapSize.INPUT)
-    np.testing.assert_array_equal(raw.scores, np.asarray(expected["raw_scores"], dtype=np.float32))
-    assert [p.score for p in predictions] == expected["scores"]
+    # Scores to float32 rounding, not bit for bit: BLAS and ONNX Runtime pick kernels by the CPU's instruction
+    # set, so an AVX-512 machine moves a PatchCore score by one float32 step against the fixtures' (seen:
+    # 18.972927 vs 18.972929). Verdicts and names must still be exactly as before.
+    np.testing.assert_allclose(raw.scores, np.asarray(expected["raw_scores"], dtype=np.float32), rtol=1e-6)
+    np.testing.assert_allclose([p.score for p in predictions], expected["scores"], rtol=1e-6)
     assert [p.verdict.value for p in predictions] == expected["verdicts"]
     assert [p.defect_class for p in predictions] == expected["defect_classes"]
     assert raw.maps is not None and list(raw.maps[0].shape) == expected["map_shape"]
