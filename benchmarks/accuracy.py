@@ -75,6 +75,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "aspect-squash": ("patchcore", {"aspect": "squash"}),  # aspect study (#12): the whole image to a square
     "aspect-keep": ("patchcore", {"aspect": "keep"}),  # shorter side to image_size, square tiles along the longer
     "aspect-keep-bank3x": ("patchcore", {"aspect": "keep", "bank_size": 24576}),  # BSData: 3 tiles, same density
+    # working-resolution study (#12): 8,192 rows hold a smaller share of the patches at larger sizes (patches grow
+    # with the square of the side), so "size384-bank18432" keeps the default's rows per patch (2.25x) at 384
+    **{f"size{n}": ("patchcore", {"image_size": n}) for n in (224, 256, 320, 384)},
+    "size384-bank18432": ("patchcore", {"image_size": 384, "bank_size": 18432}),
     "classical": ("classical", {}),
     "rules": ("rules", {}),
 }
