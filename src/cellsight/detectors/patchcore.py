@@ -539,7 +539,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         out = []
         tiled = self.settings.tiled
         for i in range(len(images)):
-            work = self._working(images[i]) if tiled else paint_boxes(images[i], self.settings.ignore_boxes)
+            work = self._working(images[i])  # ignore boxes painted; "keep": resized too
             tiles = self._grid(work) if tiled else None
             mask = None if masks is None else masks[i]
             units = [work] if tiles is None else tiles.cut(work)
