@@ -79,6 +79,9 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # with the square of the side), so "size384-bank18432" keeps the default's rows per patch (2.25x) at 384
     **{f"size{n}": ("patchcore", {"image_size": n}) for n in (224, 256, 320, 384)},
     "size384-bank18432": ("patchcore", {"image_size": 384, "bank_size": 18432}),
+    # trained feature-space discriminator (#12, SimpleNet-style): noise scale in units of the good features' spread
+    "simplenet": ("simplenet", {}),
+    **{f"simplenet-noise{v}": ("simplenet", {"noise_std": v}) for v in (0.1, 0.5, 1.0)},
     "classical": ("classical", {}),
     "rules": ("rules", {}),
 }
@@ -299,6 +302,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record the table in BENCHMARKS.md (test split)")
     parser.add_argument("--notes", type=Path,
                         help="with --write: a file of bullets for the section (budgets, what makes a number weak)")
+    parser.add_argument("--merge", action="store_true",
+                        help="add these configs' rows to the set's saved results (other rows and their run kept)")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: the table from the per-set results already saved (sets run one by one)")
     args = parser.parse_args()
@@ -329,11 +334,16 @@ def main() -> None:
             pix = f" pixel {row['pixel_auroc']:.3f}" if "pixel_auroc" in row else ""
             print(f"{set_name} {method}: image AUROC {row['image_auroc']:.3f}{pix} "
                   f"fit {row['fit_seconds']:.0f}s {row['images_per_s']:.1f} img/s", flush=True)
-        save_json(f"accuracy_{args.split}_{set_name}", results[set_name])
         command = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
-        save_json(f"accuracy_{args.split}_{set_name}_run", started | {
-            "end": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_at_end": load_average(),
-            "command": command})
+        run = started | {"end": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_at_end": load_average(),
+                         "command": command}
+        if args.merge:  # the earlier rows stay, with their run; this run is listed as added
+            saved = RESULTS / f"accuracy_{args.split}_{set_name}"
+            results[set_name] = json.loads(saved.with_suffix(".json").read_text()) | results[set_name]
+            earlier = json.loads((RESULTS / f"accuracy_{args.split}_{set_name}_run.json").read_text())
+            run = earlier | {"added": [*earlier.get("added", []), run | {"methods": methods}]}
+        save_json(f"accuracy_{args.split}_{set_name}", results[set_name])
+        save_json(f"accuracy_{args.split}_{set_name}_run", run)
     print(table(results))
     if args.write:
         body = header("Accuracy on real sets") + (
@@ -349,6 +359,9 @@ def main() -> None:
             "rule-based baseline (`--detector rules`)\n"
             + "".join(f"- {name}: `{r['command']}`, {r['start']} to {r['end']}, load average {r['load_at_start']} "
                       f"at start, {r['load_at_end']} at the end\n" for name, r in runs.items())
+            + "".join(f"- {name}, rows {', '.join(a['methods'])} added later (`--merge`): `{a['command']}`, "
+                      f"{a['start']} to {a['end']}, load average {a['load_at_start']} at start\n"
+                      for name, r in runs.items() for a in r.get("added", []))
             + (args.notes.read_text().rstrip() + "\n" if args.notes else "") + "\n"
             + table(results) + "\n"
         )

@@ -1,11 +1,12 @@
-"""Probe (issue 12, item 3): does a good-only ensemble of PatchCores on different backbones beat the default?
+"""Probe (issue 12, item 3): does a good-only ensemble (PatchCores on other backbones, SimpleNet) beat the default?
 
     python benchmarks/ensemble_probe.py --set elpv --members lite0,lite2 [--max-fit N] [--max-eval N]
     python benchmarks/ensemble_probe.py --set elpv --members lite0,lite2,mnv2 --combine-only
 
-Each member is a PatchCore fitted with `cross_fit` on the harness's fit images (val split only), so it has
-its own cross-fitted good scores; its maps are z-normalised by their mean and spread (members on different
-backbones score on different scales), then averaged; the ensemble's score is the averaged map's maximum.
+Each member is a detector (PatchCore, or the SimpleNet-style discriminator) fitted with `cross_fit` on the
+harness's fit images (val split only), so it has its own cross-fitted good scores; its maps are z-normalised
+by their mean and spread (members score on different scales), then averaged; the ensemble's score is the
+averaged map's maximum.
 Members are cached under benchmarks/data/cache/ (per set, sizes and member), so a combination costs nothing
 once its members ran. Printed: image AUROC (and pixel AUROC where the set has masks) of every member alone
 and of every combination of two or more, from the same fits and the same evaluated images.
@@ -28,18 +29,21 @@ from _prepare import DATA
 from accuracy import eval_size, load_set, masks_of
 from cellsight.data import LazyImages
 from cellsight.detectors.base import MapSize, TrainingSet
-from cellsight.detectors.patchcore import PatchCore
+from cellsight.detectors.registry import detector_class
 from cellsight.metrics import image_auroc, pixel_auroc
 
-MEMBERS: dict[str, dict[str, Any]] = {
-    "lite0": {},  # the default
-    "lite2": {"backbone": "tf_efficientnet_lite2"},
-    "lite1": {"backbone": "tf_efficientnet_lite1"},
-    "mnv2": {"backbone": "mobilenetv2_100"},
-    "lite0-320": {"image_size": 320},
-    "lite0-192": {"image_size": 192},
-    "lite0-l123": {"layers": (1, 2, 3)},
+MEMBERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lite0": ("patchcore", {}),  # the default
+    "lite2": ("patchcore", {"backbone": "tf_efficientnet_lite2"}),
+    "lite1": ("patchcore", {"backbone": "tf_efficientnet_lite1"}),
+    "mnv2": ("patchcore", {"backbone": "mobilenetv2_100"}),
+    "lite0-320": ("patchcore", {"image_size": 320}),
+    "lite0-192": ("patchcore", {"image_size": 192}),
+    "lite0-l123": ("patchcore", {"layers": (1, 2, 3)}),
+    "simplenet": ("simplenet", {}),  # the trained feature-space discriminator, cross-fitted in 5 folds
+    "simplenet-noise0.5": ("simplenet", {"noise_std": 0.5}),
 }
+FOLDS = 5  # detectors that refit per fold (PatchCore leaves each image out whatever the folds)
 SIDE = 256  # every member's working map is resized to this square before combining
 
 
@@ -49,9 +53,11 @@ def run_member(member: str, set_name: str, max_fit: int, max_eval: int) -> dict[
         stored = np.load(cache)
         return {k: stored[k] for k in stored.files}
     bench = load_set(set_name, "val", max_fit, max_eval)
-    detector = PatchCore(**MEMBERS[member])
+    name, options = MEMBERS[member]
+    detector = detector_class(name)(**options)
     started = time.perf_counter()
-    goods = detector.cross_fit(TrainingSet.good(LazyImages(bench.fit.paths)), [0] * len(bench.fit))
+    folds = [i % FOLDS for i in range(len(bench.fit))]
+    goods = detector.cross_fit(TrainingSet.good(LazyImages(bench.fit.paths)), folds)
     fit_s = time.perf_counter() - started
     images = LazyImages(bench.evaluate.paths)
     scores, maps = [], []

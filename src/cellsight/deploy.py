@@ -114,7 +114,7 @@ def backbone_export_of(detector: AnyDetector) -> BackboneExport:
     """The detector's export description, or a `DeploymentError` when it has nothing to export."""
     export = detector.backbone_export()
     if export is None:
-        raise DeploymentError(f"{detector.name} has no neural backbone to export; it cannot be deployed this way")
+        raise DeploymentError(f"{detector.name} has no backbone export; it cannot be deployed this way")
     return export
 
 

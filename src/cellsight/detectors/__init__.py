@@ -12,6 +12,7 @@ BUILTIN = {
     "supervised": "cellsight.detectors.supervised.detector:Supervised",
     "ensemble": "cellsight.detectors.supervised.ensemble:SupervisedEnsemble",
     "hybrid": "cellsight.detectors.hybrid:Hybrid",
+    "simplenet": "cellsight.detectors.simplenet:SimpleNet",
 }
 for _name, _path in BUILTIN.items():
     register_path(_name, _path)

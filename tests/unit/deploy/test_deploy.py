@@ -136,7 +136,7 @@ def test_classical_models_have_nothing_to_export(tiny_mvtec: Path, tmp_path: Pat
     detector.fit(TrainingSet.good(LazyImages(dataset.select(split="train").paths[:10])))
     detector.calibration = calibrate_for_overkill(np.linspace(0.1, 0.2, 10), 0.1)
     save_model(tmp_path / "c.safetensors", detector, training={})
-    with pytest.raises(DeploymentError, match="classical has no neural backbone to export"):
+    with pytest.raises(DeploymentError, match="classical has no backbone export"):
         export_deployment(tmp_path / "c.safetensors", tmp_path / "out")
 
 
