@@ -310,7 +310,7 @@ def main() -> None:
     if args.write and args.split != "test":
         raise SystemExit("--write records test-split tables only")
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    runs: dict[str, dict[str, str]] = {}
+    runs: dict[str, dict[str, Any]] = {}
     for set_name in args.sets.split(","):
         if args.table_only:
             results[set_name] = json.loads((RESULTS / f"accuracy_{args.split}_{set_name}.json").read_text())
