@@ -55,6 +55,7 @@ from cellsight.detectors.coreset import farthest_points_per_set, greedy_coreset
 from cellsight.detectors.device_scoring import nearest_squared_distances_half, smoothed_maps
 from cellsight.detectors.exact_search import ExactSearch
 from cellsight.detectors.ignore import Box, blank_boxes, check_boxes, paint_boxes
+from cellsight.detectors.maps import at_input_size, smoothed, working_map
 from cellsight.detectors.naming import DefectNamer, pool_descriptor
 from cellsight.detectors.settings import DetectorSettings
 from cellsight.detectors.tiling import TileGrid
@@ -382,20 +383,20 @@ class PatchCore(Detector[PatchCoreSettings]):
             if self.settings.tile_size is not None:  # native tiles: the working map is at the input's size
                 input_maps = work_maps
             elif maps is MapSize.INPUT:
-                input_maps = [_to_input(work, image) for work, image in zip(work_maps, images, strict=True)]
+                input_maps = [at_input_size(work, image) for work, image in zip(work_maps, images, strict=True)]
             else:
                 input_maps = []
         elif self.extractor.runtime == "cuda":
             naming = name_from is not None and self.namer is not None
             scores, work_maps = self._score_on_device(images, maps is not MapSize.NONE or naming)
-            input_maps = map_images(lambda i: _to_input(work_maps[i], images[i]), range(len(work_maps)),
+            input_maps = map_images(lambda i: at_input_size(work_maps[i], images[i]), range(len(work_maps)),
                                     self.extractor.workers) if maps is MapSize.INPUT else []
         else:
             scores, work_maps, input_maps = self._score_whole(images, with_input_maps=maps is MapSize.INPUT)
         classes: list[str | None] | None = None
         if name_from is not None and self.namer is not None:
             flagged = [i for i in range(len(images)) if scores[i] >= name_from]
-            flagged_maps = [input_maps[i] if input_maps else _to_input(work_maps[i], images[i]) for i in flagged]
+            flagged_maps = [input_maps[i] if input_maps else at_input_size(work_maps[i], images[i]) for i in flagged]
             names = self._name([images[i] for i in flagged], flagged_maps)
             classes = [None for _ in images]
             for i, defect_class in zip(flagged, names, strict=True):
@@ -412,7 +413,7 @@ class PatchCore(Detector[PatchCoreSettings]):
 
         def finish(i: int) -> tuple[float, np.ndarray, np.ndarray | None]:
             work = self._work_map(patch_scores[i])
-            return float(work.max()), work, _to_input(work, images[i]) if with_input_maps else None
+            return float(work.max()), work, at_input_size(work, images[i]) if with_input_maps else None
 
         done = map_images(finish, range(len(images)), self.extractor.workers)
         scores = np.array([score for score, _, _ in done], dtype=np.float32)
@@ -437,9 +438,7 @@ class PatchCore(Detector[PatchCoreSettings]):
     def _work_map(self, patch_scores: np.ndarray) -> np.ndarray:
         """One image's (h, w) patch distances -> its smoothed map at the working size (its maximum: the score)."""
         s = self.settings
-        size = self.features.image_size
-        work = cv2.resize(patch_scores, (size, size), interpolation=cv2.INTER_LINEAR)
-        return blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
+        return working_map(patch_scores, self.features.image_size, s.smoothing_sigma, s.ignore_boxes)
 
     def _map_of(self, patch_scores: Sequence[np.ndarray], grid: TileGrid | None) -> np.ndarray:
         """One image's patch distances (an (h, w) grid per tile, or one for the whole image) -> its map.
@@ -453,7 +452,7 @@ class PatchCore(Detector[PatchCoreSettings]):
         s = self.settings
         size = self.features.image_size
         tiles = [cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in patch_scores]
-        return blank_boxes(cv2.GaussianBlur(grid.stitch(tiles), (0, 0), s.smoothing_sigma), s.ignore_boxes)
+        return smoothed(grid.stitch(tiles), s.smoothing_sigma, s.ignore_boxes)
 
     def _device_patch_scores(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, h, w) on the features' device: half-precision shortlist, float32 distances (`device_scoring`)."""
@@ -642,12 +641,6 @@ class PatchCore(Detector[PatchCoreSettings]):
 
 NAMER_TOP_PATCHES = 4
 """Patches pooled into one defect descriptor (`naming.pool_descriptor`)."""
-
-
-def _to_input(work: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """A working-size map at `image`'s size."""
-    height, width = image.shape[:2]
-    return cv2.resize(work, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _resized_to(plane: np.ndarray, work: np.ndarray) -> np.ndarray:

@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, Self
 
-import cv2
 import numpy as np
 import torch
 from pydantic import Field, JsonValue, field_validator
@@ -44,7 +43,8 @@ from cellsight.detectors.base import (
     require_images,
     tensors_under,
 )
-from cellsight.detectors.ignore import Box, blank_boxes, check_boxes, paint_boxes
+from cellsight.detectors.ignore import Box, check_boxes, paint_boxes
+from cellsight.detectors.maps import at_input_size, working_map
 from cellsight.detectors.settings import DetectorSettings
 from cellsight.errors import ModelFileError
 from cellsight.features.backbones import DEFAULT_BACKBONE
@@ -179,7 +179,7 @@ class SimpleNet(Detector[SimpleNetSettings]):
         for held, rest in members:
             model = train_discriminator(torch.cat([per_image[i][0] for i in rest]), self.settings)
             for i in held:
-                scores[i] = float(self._work_map(self._patch_scores(model, per_image[i][1]), None).max())
+                scores[i] = float(self._work_map(self._patch_scores(model, per_image[i][1])).max())
             if advance is not None:
                 advance(1)
         self.discriminator = self._train(per_image, None)
@@ -230,15 +230,10 @@ class SimpleNet(Detector[SimpleNetSettings]):
         with torch.inference_mode():
             return (-model(feats)).numpy()
 
-    def _work_map(self, patch_scores: np.ndarray, image: np.ndarray | None) -> np.ndarray:
-        """(h, w) patch scores -> the smoothed map at the working size, or at the image's size when given."""
+    def _work_map(self, patch_scores: np.ndarray) -> np.ndarray:
+        """(h, w) patch scores -> the smoothed map at the working size (its maximum: the image score)."""
         s = self.settings
-        size = s.image_size
-        work = cv2.resize(patch_scores.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        work = blank_boxes(cv2.GaussianBlur(work, (0, 0), s.smoothing_sigma), s.ignore_boxes)
-        if image is None:
-            return work
-        return cv2.resize(work, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return working_map(patch_scores.astype(np.float32), s.image_size, s.smoothing_sigma, s.ignore_boxes)
 
     def score(
         self, images: Sequence[np.ndarray], maps: MapSize = MapSize.INPUT, name_from: float | None = None
@@ -252,12 +247,12 @@ class SimpleNet(Detector[SimpleNetSettings]):
             batch = [images[i] for i in range(start, min(start + self.settings.batch_size, len(images)))]
             patch_scores = self._patch_scores(self.discriminator, self._features(batch))
             for j, image in enumerate(batch):
-                work = self._work_map(patch_scores[j], None)
+                work = self._work_map(patch_scores[j])
                 scores[start + j] = float(work.max())
                 if maps is MapSize.WORKING:
                     out.append(work)
                 elif maps is MapSize.INPUT:
-                    out.append(cv2.resize(work, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR))
+                    out.append(at_input_size(work, image))
         return Scores(scores, None if maps is MapSize.NONE else out)
 
     # -- model file ------------------------------------------------------------------------------------
