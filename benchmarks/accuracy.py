@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,17 @@ def score_all(detector: AnyDetector, images: LazyImages, with_maps: bool,
     return np.concatenate(scores).astype(np.float64), maps, len(images) / elapsed
 
 
+def block_names(backbone: str, levels: Sequence[int]) -> list[str]:
+    """timm module names of cellsight's feature levels: tf_efficientnet_lite0's level 3 is `blocks.4` (the end of
+    the stride-16 stage), not `blocks.3`. Runs before 2026-12-03 passed `blocks.{level}` (blocks.3), so their
+    anomalib rows were not same-layers (BENCHMARKS "PatchCore feature blocks")."""
+    import timm
+
+    model = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=tuple(levels))
+    info: Any = model.feature_info
+    return list(info.module_name())
+
+
 def run_anomalib(bench: BenchSet, with_maps: bool, fit_budget: float, key: str) -> dict[str, Any]:
     """anomalib 2.7 PatchCore, same backbone, layers and size as the default, through anomalib_runner.py.
 
@@ -212,17 +224,18 @@ def run_anomalib(bench: BenchSet, with_maps: bool, fit_budget: float, key: str) 
     subset of the fit images it predicts to finish in `fit_budget` seconds (the table says how many).
     Results are cached under benchmarks/data/cache/ (they do not change when cellsight does).
     """
-    cache = DATA / "cache" / f"anomalib-{key}.npz"
+    settings = TrainRequest().build_detector().settings
+    layers = block_names(settings.backbone, settings.layers)  # type: ignore[attr-defined]
+    cache = DATA / "cache" / f"anomalib-{key}-{'+'.join(layers)}.npz"
     if cache.exists():
         stored = np.load(cache, allow_pickle=False)
         meta = json.loads(str(stored["meta"]))
         return meta | {"scores": stored["scores"], "maps": _resized(stored["maps"], bench) if with_maps else []}
-    settings = TrainRequest().build_detector().settings
     spec_b = backbone_spec(settings.backbone)  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as tmp:
         spec = {
             "backbone": settings.backbone,  # type: ignore[attr-defined]
-            "layers": [f"blocks.{i}" for i in settings.layers],  # type: ignore[attr-defined]
+            "layers": layers,
             "image_size": settings.image_size,  # type: ignore[attr-defined]
             "mean": list(spec_b.mean), "std": list(spec_b.std),
             "fit": [str(p) for p in bench.fit.paths], "calibrate": [],
