@@ -160,8 +160,8 @@ class SimpleNet(Detector[SimpleNetSettings]):
     # -- fitting -----------------------------------------------------------------------------------
     def fit(self, train: TrainingSet, progress: ProgressFactory | None = None) -> Self:
         goods = require_images(train, self.name, 1)
-        per_image = self._good_rows(goods, progress)
-        self.discriminator = self._train(per_image, progress)
+        rows = [image_rows for image_rows, _ in self._good_rows(goods, progress, keep_grids=False)]
+        self.discriminator = self._train(rows, progress)
         return self
 
     def cross_fit(
@@ -172,31 +172,33 @@ class SimpleNet(Detector[SimpleNetSettings]):
         goods = require_images(train, self.name, 2)
         if len(folds) != len(goods):
             raise ValueError(f"{len(folds)} fold ids for {len(goods)} good images")
-        per_image = self._good_rows(goods, progress)
+        per_image = self._good_rows(goods, progress, keep_grids=True)
         members = fold_members(folds)
         scores = np.empty(len(goods), dtype=np.float32)
         advance = progress("cross-fit", len(members)) if progress else None
         for held, rest in members:
             model = train_discriminator(torch.cat([per_image[i][0] for i in rest]), self.settings)
             for i in held:
-                scores[i] = float(self._work_map(self._patch_scores(model, per_image[i][1])).max())
+                grid = per_image[i][1]
+                assert grid is not None
+                scores[i] = float(self._work_map(self._patch_scores(model, grid)).max())
             if advance is not None:
                 advance(1)
-        self.discriminator = self._train(per_image, None)
+        self.discriminator = self._train([image_rows for image_rows, _ in per_image], None)
         return scores
 
     def cross_fit_method(self, folds: Sequence[int]) -> str:
         return f"{len(set(folds))} folds (one backbone pass; a discriminator per fold on the cached features)"
 
     def _good_rows(
-        self, goods: Sequence[np.ndarray], progress: ProgressFactory | None
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per good image: (its training rows, a seeded share of at most max_patches / images; all its
-        features (h, w, D) for cross-fitted scoring)."""
+        self, goods: Sequence[np.ndarray], progress: ProgressFactory | None, keep_grids: bool
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Per good image: (its training rows, a seeded share of at most max_patches / images; with `keep_grids`,
+        all its features (h, w, D) for cross-fitted scoring, else None: a plain fit holds only the rows)."""
         s = self.settings
         advance = progress("features", len(goods)) if progress else None
         rng = np.random.default_rng(s.seed)
-        out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
         for start in range(0, len(goods), s.batch_size):
             batch = [goods[i] for i in range(start, min(start + s.batch_size, len(goods)))]
             feats = self._features(batch)
@@ -205,16 +207,14 @@ class SimpleNet(Detector[SimpleNetSettings]):
             for image_feats in feats:
                 rows = image_feats.reshape(h * w, dim)
                 chosen = rows if keep == h * w else rows[torch.from_numpy(np.sort(rng.choice(h * w, keep, False)))]
-                out.append((chosen.contiguous(), image_feats))
+                out.append((chosen.contiguous(), image_feats if keep_grids else None))
             if advance is not None:
                 advance(len(batch))
         return out
 
-    def _train(
-        self, per_image: Sequence[tuple[torch.Tensor, torch.Tensor]], progress: ProgressFactory | None
-    ) -> Discriminator:
+    def _train(self, rows: Sequence[torch.Tensor], progress: ProgressFactory | None) -> Discriminator:
         advance = progress("train", 1) if progress else None
-        model = train_discriminator(torch.cat([rows for rows, _ in per_image]), self.settings)
+        model = train_discriminator(torch.cat(list(rows)), self.settings)
         if advance is not None:
             advance(1)
         return model
